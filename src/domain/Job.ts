@@ -1,0 +1,155 @@
+import { Schema } from "effect"
+
+/** A job's identity: a UUID, branded so it cannot be confused with any other string. */
+export const JobId = Schema.UUID.pipe(Schema.brand("JobId")).annotations({
+  identifier: "JobId",
+  description: "The job's id (a UUID).",
+  message: (issue) => ({ message: `must be a UUID, got ${JSON.stringify(issue.actual)}`, override: true })
+})
+
+/** The type of a {@link JobId}. */
+export type JobId = typeof JobId.Type
+
+/** Makes a fresh, random {@link JobId}. */
+export const makeJobId = (): JobId => crypto.randomUUID() as JobId
+
+/** The job types that ship with the service; a user may register handlers for more. */
+export const BuiltInJobTypes = ["transcription", "bootstrap", "extraction"] as const
+
+/** A job type: a non-empty name, accepted only when a handler is registered for it. */
+export const JobType = Schema.String.pipe(Schema.minLength(1), Schema.maxLength(100)).annotations({
+  identifier: "JobType",
+  description:
+    "The job's type: one with a registered handler (built in: transcription, bootstrap, extraction)."
+})
+
+/** The type of a {@link JobType}. */
+export type JobType = typeof JobType.Type
+
+/** Every status a job can be in. */
+export const JobStatuses = ["pending", "running", "completed", "failed", "cancelled"] as const
+
+/** Where a job is in its life: waiting, running, or finished one of three ways. */
+export const JobStatus = Schema.Literal(...JobStatuses).annotations({
+  identifier: "JobStatus",
+  message: (issue) => ({
+    message: `must be one of ${JobStatuses.join(", ")}, got ${JSON.stringify(issue.actual)}`,
+    override: true
+  }),
+  description: "pending → running → completed | failed; pending or running → cancelled."
+})
+
+/** The type of a {@link JobStatus}. */
+export type JobStatus = typeof JobStatus.Type
+
+/** Every stage a handler can report. */
+export const JobStages = [
+  "queued",
+  "downloading",
+  "extracting_audio",
+  "transcribing",
+  "processing",
+  "finalizing"
+] as const
+
+/** What a job is doing now: `queued` while pending, then whatever its handler reports. */
+export const JobStage = Schema.Literal(...JobStages).annotations({
+  identifier: "JobStage",
+  description: "The step a job is at; a pending job is queued, handlers move it on."
+})
+
+/** The type of a {@link JobStage}. */
+export type JobStage = typeof JobStage.Type
+
+const legalMoves: Readonly<Record<JobStatus, ReadonlyArray<JobStatus>>> = {
+  pending: ["running", "cancelled"],
+  running: ["completed", "failed", "cancelled"],
+  completed: [],
+  failed: [],
+  cancelled: []
+}
+
+/** The one rule for status changes: pending → running | cancelled; running → completed | failed | cancelled. */
+export const canTransition = (from: JobStatus, to: JobStatus): boolean => legalMoves[from].includes(to)
+
+/** Whether a status is final: nothing moves a job out of it. */
+export const isTerminal = (status: JobStatus): boolean => legalMoves[status].length === 0
+
+/** A JSON value, as stored in a job's result. */
+export type Json = null | boolean | number | string | ReadonlyArray<Json> | { readonly [key: string]: Json }
+
+const isJson = (u: unknown): u is Json => {
+  switch (typeof u) {
+    case "string":
+    case "boolean":
+      return true
+    case "number":
+      return Number.isFinite(u)
+    case "object":
+      if (u === null) return true
+      if (Array.isArray(u)) return u.every(isJson)
+      return Object.getPrototypeOf(u) === Object.prototype && Object.values(u).every(isJson)
+    default:
+      return false
+  }
+}
+
+/** Any JSON value (a job's result). Checked without copying, so encoding a job stays cheap. */
+export const Json: Schema.Schema<Json> = Schema.declare(isJson, {
+  identifier: "Json",
+  description: "Any JSON value.",
+  jsonSchema: {
+    anyOf: [
+      { type: "object" },
+      { type: "array" },
+      { type: "string" },
+      { type: "number" },
+      { type: "boolean" },
+      { type: "null" }
+    ]
+  },
+  arbitrary: () => (fc) => fc.json().map((text) => JSON.parse(text) as Json)
+})
+
+/** A JSON object: the shape of a job's metadata. */
+export const JsonObject: Schema.Schema<{ readonly [key: string]: Json }> = Schema.declare(
+  (u): u is { readonly [key: string]: Json } =>
+    typeof u === "object" && u !== null && !Array.isArray(u) && isJson(u),
+  {
+    identifier: "JsonObject",
+    description: "A JSON object.",
+    jsonSchema: { type: "object" },
+    arbitrary: () => (fc) =>
+      fc.dictionary(
+        fc.string(),
+        fc.json().map((text) => JSON.parse(text) as Json)
+      )
+  }
+)
+
+/** The type of a {@link JsonObject}. */
+export type JsonObject = typeof JsonObject.Type
+
+/** A percentage from 0 to 100. */
+export const Progress = Schema.Number.pipe(Schema.between(0, 100)).annotations({
+  identifier: "Progress",
+  description: "Percent done, 0 to 100."
+})
+
+/** A job: what it is, where it is, and what came of it. Dates are `Date`s here and ISO-8601 strings on the wire. */
+export class Job extends Schema.Class<Job>("Job")({
+  id: JobId,
+  type: JobType,
+  status: JobStatus,
+  stage: JobStage,
+  progress: Progress,
+  message: Schema.NullOr(Schema.String),
+  metadata: JsonObject,
+  result: Json,
+  error: Schema.NullOr(Schema.String),
+  attempts: Schema.NonNegativeInt,
+  createdAt: Schema.Date,
+  startedAt: Schema.NullOr(Schema.Date),
+  finishedAt: Schema.NullOr(Schema.Date),
+  updatedAt: Schema.Date
+}) {}
