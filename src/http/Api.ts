@@ -1,0 +1,144 @@
+import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import { Schema } from "effect"
+import {
+  InvalidCursor,
+  InvalidJobInput,
+  JobNotCancellable,
+  JobNotFound,
+  QueueShuttingDown
+} from "../domain/errors.js"
+import { Job, JobId, JobStatus, JobType, JsonObject } from "../domain/Job.js"
+import { JobCursor, JobPage, PageLimits } from "../domain/JobPage.js"
+
+/** The body of `POST /jobs`. */
+export class SubmitJobPayload extends Schema.Class<SubmitJobPayload>("SubmitJobPayload")({
+  type: JobType,
+  metadata: Schema.optional(JsonObject).annotations({
+    description: "The job's input, checked against its type's payload schema. Defaults to {}."
+  })
+}) {}
+
+/** The query of `GET /jobs`: `status` and `type` may repeat (OR within one, AND across both). */
+export const ListJobsParams = Schema.Struct({
+  status: Schema.optional(Schema.Array(JobStatus)).annotations({
+    description: "Only jobs in these statuses."
+  }),
+  type: Schema.optional(Schema.Array(JobType)).annotations({ description: "Only jobs of these types." }),
+  limit: Schema.optional(
+    Schema.NumberFromString.pipe(Schema.int(), Schema.between(1, PageLimits.max)).annotations({
+      description: `Page size, 1 to ${PageLimits.max} (default ${PageLimits.default}).`,
+      message: (issue) => ({
+        message: `must be an integer from 1 to ${PageLimits.max}, got ${JSON.stringify(issue.actual)}`,
+        override: true
+      })
+    })
+  ),
+  cursor: Schema.optional(JobCursor)
+})
+
+/** The path of the endpoints about one job. */
+export const JobPath = Schema.Struct({ id: JobId })
+
+/** The body of `GET /health`. */
+export class Health extends Schema.Class<Health>("Health")({ status: Schema.Literal("ok") }) {}
+
+/** The body of `GET /config`: what a polling client needs to know. */
+export class ClientConfig extends Schema.Class<ClientConfig>("ClientConfig")({
+  pollIntervalMs: Schema.Int.annotations({ description: "How often to poll a job's progress (ms)." }),
+  maxConcurrent: Schema.Int.annotations({ description: "How many jobs run at once." })
+}) {}
+
+/** No route matches the method and path. */
+export class RouteNotFound extends Schema.TaggedError<RouteNotFound>()(
+  "RouteNotFound",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 404 })
+) {}
+
+/** The request body is not valid JSON. */
+export class MalformedBody extends Schema.TaggedError<MalformedBody>()(
+  "MalformedBody",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 400 })
+) {}
+
+/** The request body is larger than the server accepts. */
+export class PayloadTooLarge extends Schema.TaggedError<PayloadTooLarge>()(
+  "PayloadTooLarge",
+  { message: Schema.String, maxBytes: Schema.Int },
+  HttpApiSchema.annotations({ status: 413 })
+) {}
+
+/** The request body is not JSON (`Content-Type` must be `application/json`). */
+export class UnsupportedMediaType extends Schema.TaggedError<UnsupportedMediaType>()(
+  "UnsupportedMediaType",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 415 })
+) {}
+
+/** Something went wrong on the server; the details are in its log, never in the response. */
+export class InternalServerError extends Schema.TaggedError<InternalServerError>()(
+  "InternalServerError",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 500 })
+) {}
+
+/** The endpoints about jobs. */
+export class JobsGroup extends HttpApiGroup.make("jobs")
+  .add(
+    HttpApiEndpoint.post("submit", "/jobs")
+      .setPayload(SubmitJobPayload)
+      .addSuccess(Job, { status: 201 })
+      .addError(InvalidJobInput)
+      .addError(QueueShuttingDown)
+      .annotate(OpenApi.Summary, "Submit a job")
+  )
+  .add(
+    HttpApiEndpoint.get("list", "/jobs")
+      .setUrlParams(ListJobsParams)
+      .addSuccess(JobPage)
+      .addError(InvalidCursor)
+      .annotate(OpenApi.Summary, "List jobs, newest first")
+  )
+  .add(
+    HttpApiEndpoint.get("get", "/jobs/:id")
+      .setPath(JobPath)
+      .addSuccess(Job)
+      .addError(JobNotFound)
+      .annotate(OpenApi.Summary, "Get one job")
+  )
+  .add(
+    HttpApiEndpoint.del("cancel", "/jobs/:id")
+      .setPath(JobPath)
+      .addSuccess(Job)
+      .addError(JobNotFound)
+      .addError(JobNotCancellable)
+      .annotate(OpenApi.Summary, "Cancel a pending or running job")
+  ) {}
+
+/** Health and client configuration. */
+export class SystemGroup extends HttpApiGroup.make("system")
+  .add(HttpApiEndpoint.get("health", "/health").addSuccess(Health).annotate(OpenApi.Summary, "Liveness"))
+  .add(
+    HttpApiEndpoint.get("config", "/config")
+      .addSuccess(ClientConfig)
+      .annotate(OpenApi.Summary, "Settings for polling clients")
+  ) {}
+
+/**
+ * The whole HTTP contract: the server, the OpenAPI document and the typed client all derive from it.
+ * Errors every endpoint may answer with are declared at the top level.
+ */
+export class JobsApi extends HttpApi.make("jobs-api")
+  .add(JobsGroup)
+  .add(SystemGroup)
+  .addError(MalformedBody)
+  .addError(UnsupportedMediaType)
+  .addError(PayloadTooLarge)
+  .addError(InternalServerError)
+  .annotate(OpenApi.Title, "Job queue API")
+  .annotate(OpenApi.Version, "0.1.0")
+  .annotate(
+    OpenApi.Description,
+    "Submit background jobs, follow their progress and cancel them. Every error body is JSON with `_tag` and `message`."
+  ) {}

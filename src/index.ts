@@ -1,0 +1,41 @@
+/**
+ * effect-job-queue: a job queue for Effect programs.
+ *
+ * @example
+ * import { Effect, Layer, Schema } from "effect"
+ * import { JobHandlers, JobQueue, JobStore } from "effect-job-queue"
+ *
+ * const Echo = JobHandlers.register({
+ *   type: "echo",
+ *   payload: Schema.Struct({ text: Schema.String }),
+ *   handler: ({ text }) => Effect.succeed({ text })
+ * })
+ * const Live = JobQueue.layer({ maxConcurrent: 4 }).pipe(
+ *   Layer.provide(Layer.merge(Echo, JobStore.layerMemory)),
+ *   Layer.provide(JobHandlers.layer)
+ * )
+ */
+
+export * from "./config.js"
+export * from "./domain/errors.js"
+export * from "./domain/Job.js"
+export * from "./domain/JobPage.js"
+export * from "./http/Api.js"
+export { type JobsClient, makeFetchJobsClient, makeJobsClient } from "./http/client.js"
+export {
+  type JobContext,
+  type JobHandlerDefinition,
+  JobHandlers,
+  type ProgressUpdate
+} from "./JobHandlers.js"
+export { JobQueue, type JobQueueService } from "./JobQueue.js"
+export {
+  applyProgress,
+  applyTransition,
+  JobStore,
+  type JobStoreService,
+  makeMemory,
+  type ProgressPatch,
+  type Transition,
+  type TransitionDetail
+} from "./JobStore.js"

@@ -1,0 +1,245 @@
+import SwaggerParser from "@apidevtools/swagger-parser"
+import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { startServer } from "./support.js"
+
+// ---------------------------------------------------------------------------------------------------------
+// The document's shape, as far as these tests read it
+// ---------------------------------------------------------------------------------------------------------
+
+interface SchemaObject {
+  readonly $ref?: string
+  readonly anyOf?: ReadonlyArray<SchemaObject>
+  readonly oneOf?: ReadonlyArray<SchemaObject>
+  readonly required?: ReadonlyArray<string>
+  readonly properties?: Record<string, unknown>
+}
+
+interface Operation {
+  readonly parameters?: ReadonlyArray<{
+    readonly name: string
+    readonly in: string
+    readonly required?: boolean
+  }>
+  readonly requestBody?: { readonly content: Record<string, { readonly schema: SchemaObject }> }
+  readonly responses: Record<string, { readonly content?: Record<string, { readonly schema: SchemaObject }> }>
+}
+
+interface Document {
+  readonly openapi: string
+  readonly info: { readonly title: string; readonly version: string }
+  readonly paths: Record<string, Record<string, Operation>>
+  readonly components: { readonly schemas: Record<string, SchemaObject> }
+}
+
+/** The component names a response's JSON schema refers to (directly, or as alternatives). */
+const schemaNames = (schema: SchemaObject | undefined): Array<string> => {
+  if (schema === undefined) return []
+  if (schema.$ref !== undefined) return [schema.$ref.replace("#/components/schemas/", "")]
+  return [...(schema.anyOf ?? []), ...(schema.oneOf ?? [])].flatMap(schemaNames)
+}
+
+const responseSchemas = (operation: Operation, status: string): Array<string> =>
+  schemaNames(operation.responses[status]?.content?.["application/json"]?.schema)
+
+/** Every endpoint: its success status, and the errors it declares beside the ones every endpoint shares. */
+const endpoints: ReadonlyArray<{
+  readonly method: string
+  readonly path: string
+  readonly success: string
+  readonly successSchema: string
+  readonly errors: Record<string, ReadonlyArray<string>>
+}> = [
+  {
+    method: "post",
+    path: "/jobs",
+    success: "201",
+    successSchema: "Job",
+    errors: { "400": ["InvalidJobInput"], "503": ["QueueShuttingDown"] }
+  },
+  {
+    method: "get",
+    path: "/jobs",
+    success: "200",
+    successSchema: "JobPage",
+    errors: { "400": ["InvalidCursor"] }
+  },
+  {
+    method: "get",
+    path: "/jobs/{id}",
+    success: "200",
+    successSchema: "Job",
+    errors: { "404": ["JobNotFound"] }
+  },
+  {
+    method: "delete",
+    path: "/jobs/{id}",
+    success: "200",
+    successSchema: "Job",
+    errors: { "404": ["JobNotFound"], "409": ["JobNotCancellable"] }
+  },
+  { method: "get", path: "/health", success: "200", successSchema: "Health", errors: {} },
+  { method: "get", path: "/config", success: "200", successSchema: "ClientConfig", errors: {} }
+]
+
+/** The errors declared on the whole API, so on every endpoint (HttpApi adds HttpApiDecodeError itself). */
+const sharedErrors: Record<string, ReadonlyArray<string>> = {
+  "400": ["MalformedBody", "HttpApiDecodeError"],
+  "413": ["PayloadTooLarge"],
+  "415": ["UnsupportedMediaType"],
+  "500": ["InternalServerError"]
+}
+
+const fetchDocument = Effect.gen(function* () {
+  const { http } = yield* startServer()
+  const response = yield* Effect.orDie(http.get("/openapi.json"))
+  expect(response.status).toBe(200)
+  expect(response.headers["content-type"]).toMatch(/^application\/json\b/)
+  return (yield* Effect.orDie(response.json)) as Document
+})
+
+/** Runs the validator on a copy (it resolves references in place); fails with its message when invalid. */
+const validate = (document: unknown) =>
+  Effect.tryPromise({
+    try: () => SwaggerParser.validate(structuredClone(document) as never),
+    catch: (error) => (error instanceof Error ? error : new Error(String(error)))
+  })
+
+// ---------------------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------------------
+
+describe("GET /openapi.json", () => {
+  it.scopedLive("is a valid OpenAPI 3.1 document, as judged by swagger-parser", () =>
+    Effect.gen(function* () {
+      const document = yield* fetchDocument
+      expect(document.openapi).toMatch(/^3\.1\.\d+$/)
+      expect(document.info).toMatchObject({ title: "Job queue API", version: "0.1.0" })
+      const validated = yield* validate(document)
+      expect("openapi" in validated ? validated.openapi : undefined).toBe(document.openapi)
+
+      // The validator is not a formality: it rejects a broken copy of the same document.
+      const broken = structuredClone(document) as unknown as {
+        paths: Record<string, Record<string, { responses: unknown }>>
+      }
+      broken.paths["/jobs"]!.post!.responses = "none"
+      const error = yield* Effect.flip(validate(broken))
+      expect(error.message).toMatch(/responses/)
+      const dangling = structuredClone(document) as unknown as {
+        paths: Record<string, Record<string, { responses: Record<string, unknown> }>>
+      }
+      dangling.paths["/health"]!.get!.responses["200"] = {
+        description: "x",
+        content: { "application/json": { schema: { $ref: "#/components/schemas/NoSuchSchema" } } }
+      }
+      yield* Effect.flip(validate(dangling))
+    })
+  )
+
+  it.scopedLive("lists every endpoint, and no other, with its success and error responses", () =>
+    Effect.gen(function* () {
+      const document = yield* fetchDocument
+      const listed = Object.entries(document.paths).flatMap(([path, operations]) =>
+        Object.keys(operations).map((method) => `${method} ${path}`)
+      )
+      expect(listed.sort()).toEqual(endpoints.map(({ method, path }) => `${method} ${path}`).sort())
+
+      for (const { method, path, success, successSchema, errors } of endpoints) {
+        const name = `${method} ${path}`
+        const operation = document.paths[path]?.[method]
+        expect(operation, name).toBeDefined()
+        if (operation === undefined) continue
+        const successes = Object.keys(operation.responses).filter((status) => Number(status) < 400)
+        expect(successes, name).toEqual([success])
+        expect(responseSchemas(operation, success), name).toEqual([successSchema])
+
+        const expected = new Map<string, Set<string>>()
+        for (const table of [sharedErrors, errors]) {
+          for (const [status, tags] of Object.entries(table)) {
+            expected.set(status, new Set([...(expected.get(status) ?? []), ...tags]))
+          }
+        }
+        for (const [status, tags] of expected) {
+          expect(new Set(responseSchemas(operation, status)), `${name} ${status}`).toEqual(tags)
+        }
+        const declared = Object.keys(operation.responses).filter((status) => Number(status) >= 400)
+        expect(declared.sort(), name).toEqual([...expected.keys()].sort())
+      }
+    })
+  )
+
+  it.scopedLive("declares every error body with _tag and message, and the parameters of each endpoint", () =>
+    Effect.gen(function* () {
+      const document = yield* fetchDocument
+      const errorSchemas = new Set(
+        Object.values(document.paths).flatMap((operations) =>
+          Object.values(operations).flatMap((operation) =>
+            Object.keys(operation.responses)
+              .filter((status) => Number(status) >= 400)
+              .flatMap((status) => responseSchemas(operation, status))
+          )
+        )
+      )
+      expect(errorSchemas.size).toBeGreaterThanOrEqual(10)
+      for (const name of errorSchemas) {
+        const schema = document.components.schemas[name]
+        expect(schema, name).toBeDefined()
+        expect(Object.keys(schema?.properties ?? {}), name).toEqual(
+          expect.arrayContaining(["_tag", "message"])
+        )
+        expect(schema?.required, name).toEqual(expect.arrayContaining(["_tag", "message"]))
+      }
+
+      const list = document.paths["/jobs"]?.get
+      expect(list?.parameters?.map(({ name, in: where }) => `${where}:${name}`).sort()).toEqual([
+        "query:cursor",
+        "query:limit",
+        "query:status",
+        "query:type"
+      ])
+      for (const method of ["get", "delete"]) {
+        const one = document.paths["/jobs/{id}"]?.[method]
+        expect(one?.parameters, method).toEqual([
+          expect.objectContaining({ name: "id", in: "path", required: true })
+        ])
+      }
+      const submit = document.paths["/jobs"]?.post
+      expect(schemaNames(submit?.requestBody?.content["application/json"]?.schema)).toEqual([
+        "SubmitJobPayload"
+      ])
+    })
+  )
+})
+
+describe("GET /docs", () => {
+  it.scopedLive("answers 200 HTML that loads no external script or stylesheet", () =>
+    Effect.gen(function* () {
+      const { http } = yield* startServer()
+      const response = yield* Effect.orDie(http.get("/docs"))
+      expect(response.status).toBe(200)
+      expect(response.headers["content-type"]).toMatch(/^text\/html\b/)
+      const html = yield* Effect.orDie(response.text)
+      expect(html).toMatch(/^<!DOCTYPE html>/i)
+      expect(html).toContain("SwaggerUIBundle")
+      expect(html).toContain("Job queue API")
+
+      // The page's own markup, with the bodies of its inline scripts and styles set aside (an inline script
+      // cannot contain "</script>", so this is how a browser splits the page too).
+      const markup = html
+        .replace(/(<script\b[^>]*>)[\s\S]*?<\/script>/gi, "$1</script>")
+        .replace(/(<style\b[^>]*>)[\s\S]*?<\/style>/gi, "$1</style>")
+      const scripts = markup.match(/<script\b[^>]*>/gi) ?? []
+      expect(scripts.length).toBeGreaterThan(0)
+      for (const tag of scripts) expect(tag).not.toMatch(/\bsrc\s*=/i)
+      expect(markup).not.toMatch(/<link\b[^>]*\bstylesheet\b/i)
+      expect(markup).not.toMatch(/\b(src|href)\s*=\s*["']?(https?:)?\/\//i)
+
+      const styles = [...html.matchAll(/<style\b[^>]*>([\s\S]*?)<\/style>/gi)].map((match) => match[1] ?? "")
+      expect(styles.length).toBeGreaterThan(0)
+      for (const css of styles) {
+        expect(css).not.toMatch(/@import/i)
+        expect(css).not.toMatch(/url\(\s*["']?(https?:)?\/\//i)
+      }
+    })
+  )
+})
