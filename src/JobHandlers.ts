@@ -1,6 +1,7 @@
 import { Context, Effect, Either, Layer, ParseResult, Schema } from "effect"
 import { InvalidJobInput, type InvalidProgress } from "./domain/errors.js"
 import type { Job, JobStage, Json, JsonObject } from "./domain/Job.js"
+import type { SubmitDefaults } from "./domain/SubmitOptions.js"
 
 /** A progress report: any of stage, percentage (0–100) and message. */
 export interface ProgressUpdate {
@@ -23,8 +24,13 @@ export interface JobHandlerDefinition<A, I, E, R> {
   readonly type: string
   /** The schema of the job's metadata: validated at submit, decoded before the handler runs. */
   readonly payload: Schema.Schema<A, I>
-  /** The work: a JSON result, or a failure that fails the job. */
+  /**
+   * The work: a JSON result, or a failure that fails the attempt (retried while attempts are left; a
+   * `PermanentJobError` fails the job at once).
+   */
   readonly handler: (payload: A, context: JobContext) => Effect.Effect<Json, E, R>
+  /** Defaults for this type's submissions (priority, delay, attempts, timeout); a submission's own values win. */
+  readonly defaults?: SubmitDefaults | undefined
 }
 
 /** A handler as the queue stores it: its context provided, its payload schema ready to check metadata. */
@@ -35,6 +41,8 @@ export interface RegisteredHandler {
   readonly validate: (metadata: unknown) => Either.Either<JsonObject, InvalidJobInput>
   /** Runs the handler on stored metadata. */
   readonly run: (metadata: JsonObject, context: JobContext) => Effect.Effect<Json, unknown>
+  /** The type's submission defaults. */
+  readonly defaults: SubmitDefaults
 }
 
 /** The handler registry: a job type to its payload schema and handler. */
@@ -72,6 +80,7 @@ export const toRegistered = <A, I, E, R>(
   }
   return {
     type: definition.type,
+    defaults: definition.defaults ?? {},
     validate: (metadata) =>
       Either.flatMap(Either.mapLeft(decode(metadata ?? {}), invalid), (payload) =>
         Either.mapLeft(encode(payload) as Either.Either<JsonObject, ParseResult.ParseError>, invalid)

@@ -1,27 +1,69 @@
-import { type ConfigError, Context, Effect, Layer } from "effect"
-import { defaultJobQueueOptions, type JobQueueOptions, jobQueueConfig } from "./config.js"
+import { type ConfigError, Context, Effect, Layer, type Stream } from "effect"
+import {
+  concurrencyByTypeConfig,
+  defaultJobQueueOptions,
+  type JobQueueOptions,
+  jobQueueConfig
+} from "./config.js"
 import type {
   InvalidCursor,
   InvalidJobInput,
   JobNotCancellable,
   JobNotFound,
+  QueueFull,
   QueueShuttingDown
 } from "./domain/errors.js"
-import type { Job, JobId, JsonObject } from "./domain/Job.js"
+import type { Job, JobId, JobStatus, JsonObject } from "./domain/Job.js"
+import type { JobEvent } from "./domain/JobEvent.js"
 import type { JobPage, JobQuery } from "./domain/JobPage.js"
+import type { SubmitOptions } from "./domain/SubmitOptions.js"
 import { make } from "./internal/engine.js"
-import type { JobHandlers } from "./JobHandlers.js"
+import { JobHandlers } from "./JobHandlers.js"
 import type { JobStore } from "./JobStore.js"
+
+/** One job to submit: its type, its metadata (checked against the type's schema) and its options. */
+export interface JobRequest {
+  readonly type: string
+  readonly metadata?: JsonObject | undefined
+  readonly options?: SubmitOptions | undefined
+}
+
+/** A submission's outcome: the job, and whether it was created now (false: its idempotency key was taken). */
+export interface Submitted {
+  readonly job: Job
+  readonly created: boolean
+}
+
+/** Which events to follow: by status and type, as in the list (OR within one, AND across both). */
+export interface EventFilter {
+  readonly status?: ReadonlyArray<JobStatus> | undefined
+  readonly type?: ReadonlyArray<string> | undefined
+}
+
+/** Why a submission is refused. */
+export type SubmitError = InvalidJobInput | QueueShuttingDown | QueueFull
 
 /** The job queue: submit work, follow it, cancel it. */
 export interface JobQueueService {
   /** The options the queue runs with. */
   readonly options: JobQueueOptions
-  /** Validates and stores a new job, then queues it. Fails on an unknown type or metadata that fails its schema. */
+  /**
+   * Validates and stores a new job, then queues it (or schedules it, when delayed). With an idempotency key that a
+   * retained job holds, returns that job and creates nothing.
+   */
   readonly submit: (
     type: string,
-    metadata?: JsonObject | undefined
-  ) => Effect.Effect<Job, InvalidJobInput | QueueShuttingDown>
+    metadata?: JsonObject | undefined,
+    options?: SubmitOptions | undefined
+  ) => Effect.Effect<Job, SubmitError>
+  /** Submits several jobs, all or none: one invalid request fails the lot, naming its index. Jobs come back in order. */
+  readonly submitMany: (requests: ReadonlyArray<JobRequest>) => Effect.Effect<ReadonlyArray<Job>, SubmitError>
+  /** Like `submit`, telling whether the job was created now or found by its idempotency key. */
+  readonly offer: (request: JobRequest) => Effect.Effect<Submitted, SubmitError>
+  /** Like `submitMany`, telling for each job whether it was created now or found by its idempotency key. */
+  readonly offerMany: (
+    requests: ReadonlyArray<JobRequest>
+  ) => Effect.Effect<ReadonlyArray<Submitted>, SubmitError>
   /** Reads one job. */
   readonly get: (id: JobId) => Effect.Effect<Job, JobNotFound>
   /** Lists jobs newest first (ties broken by id); `status` and `type` each accept several values. */
@@ -30,7 +72,26 @@ export interface JobQueueService {
   readonly cancel: (id: JobId) => Effect.Effect<Job, JobNotFound | JobNotCancellable>
   /** Waits until the job is completed, failed or cancelled, and returns it. */
   readonly await: (id: JobId) => Effect.Effect<Job, JobNotFound>
+  /**
+   * Every job event from now on (`submitted`, `started`, `progress`, `retrying`, `completed`, `failed`, `cancelled`),
+   * optionally filtered by the job's status and type after the event. Each subscriber has a sliding buffer of
+   * `eventBufferSize` events: a subscriber that falls behind loses its oldest unread events, never slowing the workers.
+   */
+  readonly events: (filter?: EventFilter) => Stream.Stream<JobEvent>
+  /**
+   * One job's events: first its current state, then each change, ending after its final event (at once for a job
+   * that has already finished).
+   */
+  readonly watch: (id: JobId) => Stream.Stream<JobEvent, JobNotFound>
+  /**
+   * Shuts the queue down, as closing its layer's scope does: refuses new jobs, gives running ones the grace period,
+   * then interrupts them. Runs once; later calls wait for it. Useful to drain before the HTTP server stops.
+   */
+  readonly shutdown: Effect.Effect<void>
 }
+
+/** How many unread events each subscriber may hold before its oldest are dropped. */
+export const eventBufferSize = 4096
 
 /**
  * The job queue service. Build it with `JobQueue.layer(options)` or `JobQueue.layerConfig` (from the
@@ -43,7 +104,17 @@ export class JobQueue extends Context.Tag("effect-job-queue/JobQueue")<JobQueue,
     return Layer.scoped(JobQueue, make({ ...defaultJobQueueOptions, ...options }))
   }
 
-  /** The queue with its options read from the environment (`APP_JOB_MAX_CONCURRENT`, …); a bad value fails at start. */
+  /**
+   * The queue with its options read from the environment (`APP_JOB_MAX_CONCURRENT`, …, and
+   * `APP_JOB_CONCURRENCY_<TYPE>` for each registered type); a bad value fails at start.
+   */
   static readonly layerConfig: Layer.Layer<JobQueue, ConfigError.ConfigError, JobStore | JobHandlers> =
-    Layer.unwrapEffect(Effect.map(jobQueueConfig, (options) => JobQueue.layer(options)))
+    Layer.unwrapEffect(
+      Effect.gen(function* () {
+        const options = yield* jobQueueConfig
+        const handlers = yield* JobHandlers
+        const concurrencyByType = yield* concurrencyByTypeConfig(handlers.types())
+        return JobQueue.layer({ ...options, concurrencyByType })
+      })
+    )
 }

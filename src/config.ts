@@ -1,20 +1,38 @@
-import { Config } from "effect"
+import { Config, Option } from "effect"
 
 /** How a `JobQueue` runs: its limits and timings. */
 export interface JobQueueOptions {
   /** At most this many jobs run at once (≥ 1). */
   readonly maxConcurrent: number
+  /** Optional limits per job type, on top of `maxConcurrent`: a type at its limit never holds up the others. */
+  readonly concurrencyByType: Readonly<Record<string, number>>
   /** How often clients are advised to poll for progress, in milliseconds. */
   readonly pollIntervalMs: number
   /** How long running jobs get to finish when the queue shuts down, in milliseconds. */
   readonly shutdownGraceMs: number
+  /** The first retry's delay; each further retry doubles it (with jitter), in milliseconds. */
+  readonly retryBaseMs: number
+  /** The longest delay between two attempts, in milliseconds. */
+  readonly retryMaxMs: number
+  /** How long finished jobs are kept, in milliseconds. */
+  readonly retentionMs: number
+  /** At most this many finished jobs are kept; the earliest finished go first. */
+  readonly retentionMax: number
+  /** At most this many pending jobs (delayed and awaiting-retry ones included); beyond it, submit fails. */
+  readonly maxPending: number
 }
 
 /** The defaults for {@link JobQueueOptions}. */
 export const defaultJobQueueOptions: JobQueueOptions = {
   maxConcurrent: 2,
+  concurrencyByType: {},
   pollIntervalMs: 1000,
-  shutdownGraceMs: 10_000
+  shutdownGraceMs: 10_000,
+  retryBaseMs: 1000,
+  retryMaxMs: 60_000,
+  retentionMs: 24 * 60 * 60 * 1000,
+  retentionMax: 10_000,
+  maxPending: 100_000
 }
 
 const integer = (name: string, description: string, fallback: number, min: number) =>
@@ -24,8 +42,38 @@ const integer = (name: string, description: string, fallback: number, min: numbe
     Config.withDescription(description)
   )
 
+/** The environment form of a job type's name, as in `APP_JOB_CONCURRENCY_<TYPE>`: upper case, `_` for the rest. */
+export const typeEnvName = (type: string): string => type.toUpperCase().replace(/[^A-Z0-9]/g, "_")
+
+/** The per-type limits `APP_JOB_CONCURRENCY_<TYPE>` set in the environment for the given job types. */
+export const concurrencyByTypeConfig = (
+  types: ReadonlyArray<string>
+): Config.Config<Record<string, number>> =>
+  Config.map(
+    Config.all(
+      types.map((type) =>
+        Config.option(
+          Config.integer(`APP_JOB_CONCURRENCY_${typeEnvName(type)}`).pipe(
+            Config.validate({
+              message: `APP_JOB_CONCURRENCY_${typeEnvName(type)} must be an integer ≥ 1`,
+              validation: (n) => n >= 1
+            }),
+            Config.withDescription(`At most this many ${type} jobs run at once.`)
+          )
+        )
+      )
+    ),
+    (limits) => {
+      const out: Record<string, number> = {}
+      limits.forEach((limit, i) => {
+        if (Option.isSome(limit)) out[types[i]!] = limit.value
+      })
+      return out
+    }
+  )
+
 /** {@link JobQueueOptions} from the environment (`APP_JOB_*`), each with its default. */
-export const jobQueueConfig: Config.Config<JobQueueOptions> = Config.all({
+export const jobQueueConfig: Config.Config<Omit<JobQueueOptions, "concurrencyByType">> = Config.all({
   maxConcurrent: integer(
     "APP_JOB_MAX_CONCURRENT",
     "At most this many jobs run at once.",
@@ -43,6 +91,36 @@ export const jobQueueConfig: Config.Config<JobQueueOptions> = Config.all({
     "How long running jobs get to finish at shutdown before they are interrupted (ms).",
     defaultJobQueueOptions.shutdownGraceMs,
     0
+  ),
+  retryBaseMs: integer(
+    "APP_JOB_RETRY_BASE_MS",
+    "The first retry's delay; each further retry doubles it, with jitter (ms).",
+    defaultJobQueueOptions.retryBaseMs,
+    0
+  ),
+  retryMaxMs: integer(
+    "APP_JOB_RETRY_MAX_MS",
+    "The longest delay between two attempts (ms).",
+    defaultJobQueueOptions.retryMaxMs,
+    0
+  ),
+  retentionMs: integer(
+    "APP_JOB_RETENTION_MS",
+    "How long finished jobs are kept (ms).",
+    defaultJobQueueOptions.retentionMs,
+    0
+  ),
+  retentionMax: integer(
+    "APP_JOB_RETENTION_MAX",
+    "At most this many finished jobs are kept, the earliest finished evicted first.",
+    defaultJobQueueOptions.retentionMax,
+    0
+  ),
+  maxPending: integer(
+    "APP_JOB_MAX_PENDING",
+    "At most this many pending jobs; beyond it, submit fails with QueueFull (HTTP 503).",
+    defaultJobQueueOptions.maxPending,
+    1
   )
 })
 

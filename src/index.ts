@@ -32,8 +32,10 @@ export { JobQueue, type JobQueueService } from "./JobQueue.js"
 export {
   applyProgress,
   applyTransition,
+  type ClaimOptions,
   JobStore,
   type JobStoreService,
+  leaseExpiredError,
   makeMemory,
   type ProgressPatch,
   type Transition,

@@ -1,5 +1,5 @@
 import { NodeRuntime } from "@effect/platform-node"
-import { Layer } from "effect"
+import { Effect, Layer } from "effect"
 import { layerDemoHandlersConfig } from "./demo/handlers.js"
 import { NodeServerLive } from "./http/server.js"
 import { JobHandlers } from "./JobHandlers.js"
@@ -11,4 +11,11 @@ const QueueLive = JobQueue.layerConfig.pipe(
   Layer.provide(JobHandlers.layer)
 )
 
-NodeRuntime.runMain(Layer.launch(NodeServerLive.pipe(Layer.provide(QueueLive))))
+// Released before the server: the queue drains (answering 503 to new jobs) while the API still serves reads.
+const DrainBeforeClosing = Layer.scopedDiscard(
+  Effect.flatMap(JobQueue, (queue) => Effect.addFinalizer(() => queue.shutdown))
+)
+
+NodeRuntime.runMain(
+  Layer.launch(DrainBeforeClosing.pipe(Layer.provideMerge(NodeServerLive), Layer.provideMerge(QueueLive)))
+)

@@ -17,89 +17,23 @@ import {
 } from "effect"
 import type { JobQueueOptions } from "../src/config.js"
 import type { Job, JobId, JobStatus, Json } from "../src/domain/Job.js"
-import { cursorAfter, type JobQuery } from "../src/domain/JobPage.js"
-import { type JobContext, JobHandlers } from "../src/JobHandlers.js"
-import { JobQueue, type JobQueueService } from "../src/JobQueue.js"
+import type { JobQuery } from "../src/domain/JobPage.js"
+import { JobHandlers } from "../src/JobHandlers.js"
+import { JobQueue } from "../src/JobQueue.js"
 import { JobStore } from "../src/JobStore.js"
-
-// ---------------------------------------------------------------------------------------------------------
-// Helpers
-// ---------------------------------------------------------------------------------------------------------
-
-type HandlerLayer = Layer.Layer<never, never, JobHandlers>
-
-/** A handler for `type` that ignores its metadata. */
-const handler = <E>(type: string, run: (context: JobContext) => Effect.Effect<Json, E>): HandlerLayer =>
-  JobHandlers.register({ type, payload: Schema.Struct({}), handler: (_, context) => run(context) })
-
-/** A handler that completes at once with `{ ok: true }`. */
-const ok = (type = "ok"): HandlerLayer => handler(type, () => Effect.succeed({ ok: true }))
-
-/**
- * A queue over a fresh in-memory store with the given handlers. The grace period defaults to 0 so a test that
- * leaves a job running does not hang on its way out under the TestClock.
- */
-const queueLayer = (
-  handlers: ReadonlyArray<HandlerLayer>,
-  options: Partial<JobQueueOptions> = {}
-): Layer.Layer<JobQueue> =>
-  JobQueue.layer({ shutdownGraceMs: 0, ...options }).pipe(
-    Layer.provide(Layer.mergeAll(JobStore.layerMemory, ...handlers)),
-    Layer.provide(JobHandlers.layer)
-  )
-
-/** Runs `f` against a queue built from `handlers` and `options`; the queue shuts down when `f` ends. */
-const withQueue = <A, E>(
-  handlers: ReadonlyArray<HandlerLayer>,
-  options: Partial<JobQueueOptions>,
-  f: (queue: JobQueueService) => Effect.Effect<A, E>
-): Effect.Effect<A, E> => Effect.flatMap(JobQueue, f).pipe(Effect.provide(queueLayer(handlers, options)))
-
-/** A gate a handler waits on, with a signal the handler raises once it has started. */
-interface Gate {
-  readonly started: Deferred.Deferred<void>
-  readonly open: Deferred.Deferred<void>
-}
-
-const makeGate = Effect.zipWith(Deferred.make<void>(), Deferred.make<void>(), (started, open) => ({
-  started,
-  open
-}))
-
-/** A handler that signals it started, waits for its gate, then completes with `result`. */
-const gated = (type: string, gate: Gate, result: Json = { gated: true }): HandlerLayer =>
-  handler(type, () =>
-    Deferred.succeed(gate.started, undefined).pipe(
-      Effect.zipRight(Deferred.await(gate.open)),
-      Effect.as(result)
-    )
-  )
-
-const ids = (jobs: ReadonlyArray<Job>): Array<JobId> => jobs.map((job) => job.id)
-
-/** Sorts jobs newest first, ties by id descending: the order `list` promises (written out, not the store's own). */
-const newestFirst = (jobs: ReadonlyArray<Job>): Array<Job> =>
-  [...jobs].sort(
-    (a, b) => b.createdAt.getTime() - a.createdAt.getTime() || (a.id === b.id ? 0 : a.id > b.id ? -1 : 1)
-  )
-
-/** Follows `nextCursor` from the first page to the last, checking each page's size. */
-const listAll = (queue: JobQueueService, query: JobQuery, limit: number) =>
-  Effect.gen(function* () {
-    const pages: Array<ReadonlyArray<Job>> = []
-    let cursor: string | undefined
-    for (;;) {
-      const page = yield* queue.list({ ...query, limit, cursor })
-      pages.push(page.items)
-      expect(page.items.length).toBeLessThanOrEqual(limit)
-      if (page.nextCursor === null) break
-      expect(page.items.length).toBe(limit)
-      expect(page.nextCursor).toBe(cursorAfter(page.items[page.items.length - 1]!))
-      cursor = page.nextCursor
-      if (pages.length > 1_000) throw new Error("list never reached its last page")
-    }
-    return pages.flat()
-  })
+import {
+  gated,
+  type HandlerLayer,
+  handler,
+  ids,
+  listAll,
+  makeGate,
+  newestFirst,
+  ok,
+  queueLayer,
+  withQueue,
+  yields
+} from "./support.js"
 
 // ---------------------------------------------------------------------------------------------------------
 // Lifecycle, validation and listing
@@ -456,10 +390,6 @@ describe("JobQueue concurrency", () => {
 // ---------------------------------------------------------------------------------------------------------
 // Cancellation
 // ---------------------------------------------------------------------------------------------------------
-
-/** Yields to the scheduler `n` times. */
-const yields = (n: number) =>
-  Effect.forEach(Array.from({ length: n }), () => Effect.yieldNow(), { discard: true })
 
 /** How one cancel-versus-completion race is run: which side starts first and when each side yields. */
 interface RaceSchedule {
@@ -849,12 +779,18 @@ describe("JobQueue.layerConfig", () => {
       )
     ).pipe(Effect.withConfigProvider(ConfigProvider.fromMap(new Map(entries))))
 
-  it.effect("defaults to 2 / 1000 / 10000", () =>
+  it.effect("defaults to 2 / 1000 / 10000, with the retry, retention and pending limits' defaults", () =>
     Effect.gen(function* () {
       expect(yield* optionsFrom([])).toEqual({
         maxConcurrent: 2,
+        concurrencyByType: {},
         pollIntervalMs: 1_000,
-        shutdownGraceMs: 10_000
+        shutdownGraceMs: 10_000,
+        retryBaseMs: 1_000,
+        retryMaxMs: 60_000,
+        retentionMs: 86_400_000,
+        retentionMax: 10_000,
+        maxPending: 100_000
       })
     })
   )
@@ -864,9 +800,24 @@ describe("JobQueue.layerConfig", () => {
       const options = yield* optionsFrom([
         ["APP_JOB_MAX_CONCURRENT", "7"],
         ["APP_JOB_POLL_INTERVAL_MS", "250"],
-        ["APP_JOB_SHUTDOWN_GRACE_MS", "0"]
+        ["APP_JOB_SHUTDOWN_GRACE_MS", "0"],
+        ["APP_JOB_RETRY_BASE_MS", "50"],
+        ["APP_JOB_RETRY_MAX_MS", "400"],
+        ["APP_JOB_RETENTION_MS", "0"],
+        ["APP_JOB_RETENTION_MAX", "3"],
+        ["APP_JOB_MAX_PENDING", "9"]
       ])
-      expect(options).toEqual({ maxConcurrent: 7, pollIntervalMs: 250, shutdownGraceMs: 0 })
+      expect(options).toEqual({
+        maxConcurrent: 7,
+        concurrencyByType: {},
+        pollIntervalMs: 250,
+        shutdownGraceMs: 0,
+        retryBaseMs: 50,
+        retryMaxMs: 400,
+        retentionMs: 0,
+        retentionMax: 3,
+        maxPending: 9
+      })
     })
   )
 
@@ -875,7 +826,12 @@ describe("JobQueue.layerConfig", () => {
     ["APP_JOB_MAX_CONCURRENT", "abc"],
     ["APP_JOB_MAX_CONCURRENT", "1.5"],
     ["APP_JOB_POLL_INTERVAL_MS", "0"],
-    ["APP_JOB_SHUTDOWN_GRACE_MS", "-1"]
+    ["APP_JOB_SHUTDOWN_GRACE_MS", "-1"],
+    ["APP_JOB_RETRY_BASE_MS", "-1"],
+    ["APP_JOB_RETRY_MAX_MS", "x"],
+    ["APP_JOB_RETENTION_MS", "-1"],
+    ["APP_JOB_RETENTION_MAX", "-1"],
+    ["APP_JOB_MAX_PENDING", "0"]
   ] as const)("fails to build when %s=%s, naming the variable", ([name, value]) =>
     Effect.gen(function* () {
       const error = yield* Effect.flip(optionsFrom([[name, value]]))

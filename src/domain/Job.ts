@@ -36,7 +36,8 @@ export const JobStatus = Schema.Literal(...JobStatuses).annotations({
     message: `must be one of ${JobStatuses.join(", ")}, got ${JSON.stringify(issue.actual)}`,
     override: true
   }),
-  description: "pending → running → completed | failed; pending or running → cancelled."
+  description:
+    "pending → running → completed | failed (or back to pending for a retry); pending or running → cancelled."
 })
 
 /** The type of a {@link JobStatus}. */
@@ -63,13 +64,16 @@ export type JobStage = typeof JobStage.Type
 
 const legalMoves: Readonly<Record<JobStatus, ReadonlyArray<JobStatus>>> = {
   pending: ["running", "cancelled"],
-  running: ["completed", "failed", "cancelled"],
+  running: ["completed", "failed", "cancelled", "pending"],
   completed: [],
   failed: [],
   cancelled: []
 }
 
-/** The one rule for status changes: pending → running | cancelled; running → completed | failed | cancelled. */
+/**
+ * The one rule for status changes: pending → running | cancelled; running → completed | failed | cancelled, or back
+ * to pending when a failed attempt will be retried.
+ */
 export const canTransition = (from: JobStatus, to: JobStatus): boolean => legalMoves[from].includes(to)
 
 /** Whether a status is final: nothing moves a job out of it. */
@@ -147,7 +151,21 @@ export class Job extends Schema.Class<Job>("Job")({
   metadata: JsonObject,
   result: Json,
   error: Schema.NullOr(Schema.String),
-  attempts: Schema.NonNegativeInt,
+  lastError: Schema.NullOr(Schema.String).annotations({
+    description: "The error of the latest failed attempt."
+  }),
+  priority: Schema.Int.annotations({ description: "Higher runs first among ready jobs." }),
+  attempts: Schema.NonNegativeInt.annotations({ description: "Attempts started so far." }),
+  maxAttempts: Schema.Int.pipe(Schema.greaterThanOrEqualTo(1)).annotations({
+    description: "Attempts allowed before the job fails for good."
+  }),
+  timeoutMs: Schema.NullOr(Schema.Int.pipe(Schema.positive())).annotations({
+    description: "An attempt running longer is interrupted and fails."
+  }),
+  idempotencyKey: Schema.NullOr(Schema.String),
+  runAt: Schema.Date.annotations({
+    description: "When the job is (or was) due to run: its next attempt's time."
+  }),
   createdAt: Schema.Date,
   startedAt: Schema.NullOr(Schema.Date),
   finishedAt: Schema.NullOr(Schema.Date),

@@ -33,7 +33,13 @@ export class JobNotCancellable extends Schema.TaggedError<JobNotCancellable>()(
 /** A submission was rejected: an unknown type, or metadata that fails the type's schema (the message names the field). */
 export class InvalidJobInput extends Schema.TaggedError<InvalidJobInput>()(
   "InvalidJobInput",
-  { message: Schema.String, field: Schema.optional(Schema.String) },
+  {
+    message: Schema.String,
+    field: Schema.optional(Schema.String),
+    index: Schema.optional(Schema.Int).annotations({
+      description: "In a batch: the 0-based index of the invalid job."
+    })
+  },
   HttpApiSchema.annotations({ status: 400 })
 ) {}
 
@@ -60,3 +66,21 @@ export class InvalidCursor extends Schema.TaggedError<InvalidCursor>()(
   { cursor: Schema.String, message: Schema.String },
   HttpApiSchema.annotations({ status: 400 })
 ) {}
+
+/** The queue holds its limit of pending jobs (`APP_JOB_MAX_PENDING`); retry later. */
+export class QueueFull extends Schema.TaggedError<QueueFull>()(
+  "QueueFull",
+  { message: Schema.String, maxPending: Schema.Int },
+  HttpApiSchema.annotations({ status: 503 })
+) {}
+
+/** A handler fails with this to fail its job for good, skipping any attempts left. */
+export class PermanentJobError extends Schema.TaggedError<PermanentJobError>()("PermanentJobError", {
+  message: Schema.String
+}) {}
+
+/** An attempt ran longer than its job's `timeoutMs` and was interrupted. */
+export class JobTimeout extends Schema.TaggedError<JobTimeout>()("JobTimeout", {
+  message: Schema.String,
+  timeoutMs: Schema.Int
+}) {}

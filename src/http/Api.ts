@@ -5,18 +5,49 @@ import {
   InvalidJobInput,
   JobNotCancellable,
   JobNotFound,
+  QueueFull,
   QueueShuttingDown
 } from "../domain/errors.js"
 import { Job, JobId, JobStatus, JobType, JsonObject } from "../domain/Job.js"
 import { JobCursor, JobPage, PageLimits } from "../domain/JobPage.js"
+import { SubmitOptions } from "../domain/SubmitOptions.js"
 
-/** The body of `POST /jobs`. */
+/** The body of `POST /jobs`: the job's type and metadata, and its submission options. */
 export class SubmitJobPayload extends Schema.Class<SubmitJobPayload>("SubmitJobPayload")({
   type: JobType,
   metadata: Schema.optional(JsonObject).annotations({
     description: "The job's input, checked against its type's payload schema. Defaults to {}."
-  })
+  }),
+  ...SubmitOptions.fields
 }) {}
+
+/** The most jobs one `POST /jobs/batch` may submit. */
+export const maxBatchSize = 1000
+
+/** The body of `POST /jobs/batch`. */
+export class SubmitBatchPayload extends Schema.Class<SubmitBatchPayload>("SubmitBatchPayload")({
+  jobs: Schema.Array(SubmitJobPayload).pipe(Schema.minItems(1), Schema.maxItems(maxBatchSize))
+}) {}
+
+/** The answer of `POST /jobs/batch`: the jobs, in the order submitted. */
+export class SubmittedBatch extends Schema.Class<SubmittedBatch>("SubmittedBatch")({
+  jobs: Schema.Array(Job)
+}) {}
+
+/** The query of `GET /events`: only events of jobs in these statuses and types. */
+export const EventsParams = Schema.Struct({
+  status: Schema.optional(Schema.Array(JobStatus)).annotations({
+    description: "Only jobs in these statuses."
+  }),
+  type: Schema.optional(Schema.Array(JobType)).annotations({ description: "Only jobs of these types." })
+})
+
+/** A Server-Sent Events stream: `event:` is the kind, `data:` a JSON `{ "kind", "job" }`. */
+export const EventStream = HttpApiSchema.Text({ contentType: "text/event-stream" }).annotations({
+  description:
+    "Server-Sent Events. Each message has `event:` set to the event kind and `data:` a JSON object { kind, job }; " +
+    "a `: heartbeat` comment comes every 15 s."
+})
 
 /** The query of `GET /jobs`: `status` and `type` may repeat (OR within one, AND across both). */
 export const ListJobsParams = Schema.Struct({
@@ -89,9 +120,25 @@ export class JobsGroup extends HttpApiGroup.make("jobs")
     HttpApiEndpoint.post("submit", "/jobs")
       .setPayload(SubmitJobPayload)
       .addSuccess(Job, { status: 201 })
+      .addSuccess(Job.annotations({ description: "A retained job already held this idempotency key." }), {
+        status: 200
+      })
       .addError(InvalidJobInput)
+      .addError(QueueFull)
       .addError(QueueShuttingDown)
       .annotate(OpenApi.Summary, "Submit a job")
+  )
+  .add(
+    HttpApiEndpoint.post("submitBatch", "/jobs/batch")
+      .setPayload(SubmitBatchPayload)
+      .addSuccess(SubmittedBatch, { status: 201 })
+      .addError(InvalidJobInput)
+      .addError(QueueFull)
+      .addError(QueueShuttingDown)
+      .annotate(
+        OpenApi.Summary,
+        `Submit up to ${maxBatchSize} jobs, all or none (an invalid one is named by its 0-based index)`
+      )
   )
   .add(
     HttpApiEndpoint.get("list", "/jobs")
@@ -114,6 +161,19 @@ export class JobsGroup extends HttpApiGroup.make("jobs")
       .addError(JobNotFound)
       .addError(JobNotCancellable)
       .annotate(OpenApi.Summary, "Cancel a pending or running job")
+  )
+  .add(
+    HttpApiEndpoint.get("watch", "/jobs/:id/events")
+      .setPath(JobPath)
+      .addSuccess(EventStream)
+      .addError(JobNotFound)
+      .annotate(OpenApi.Summary, "Follow one job as Server-Sent Events, until its final event")
+  )
+  .add(
+    HttpApiEndpoint.get("events", "/events")
+      .setUrlParams(EventsParams)
+      .addSuccess(EventStream)
+      .annotate(OpenApi.Summary, "Follow every job's events as Server-Sent Events")
   ) {}
 
 /** Health and client configuration. */

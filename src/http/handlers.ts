@@ -1,16 +1,54 @@
-import { HttpApiBuilder } from "@effect/platform"
-import { Effect, Layer } from "effect"
-import { JobQueue } from "../JobQueue.js"
-import { ClientConfig, Health, JobsApi } from "./Api.js"
+import { HttpApiBuilder, HttpServerResponse } from "@effect/platform"
+import { Effect, Layer, Schema } from "effect"
+import type { QueueFull } from "../domain/errors.js"
+import { Job } from "../domain/Job.js"
+import { JobQueue, type JobRequest } from "../JobQueue.js"
+import { ClientConfig, Health, JobsApi, type SubmitJobPayload, SubmittedBatch } from "./Api.js"
+import { eventStreamResponse } from "./sse.js"
+
+const encodeJob = Schema.encodeSync(Job)
+
+/** How long a client refused with `QueueFull` is told to wait before retrying, in seconds. */
+export const queueFullRetryAfterSeconds = 1
+
+const toRequest = ({ type, metadata, ...options }: SubmitJobPayload): JobRequest => ({
+  type,
+  metadata,
+  options
+})
+
+// QueueFull is a 503 with a Retry-After header, which a declared error cannot carry: answer it directly.
+const queueFullResponse = (error: QueueFull) =>
+  HttpServerResponse.unsafeJson(
+    { _tag: error._tag, message: error.message, maxPending: error.maxPending },
+    { status: 503, headers: { "retry-after": String(queueFullRetryAfterSeconds) } }
+  )
 
 /** The `jobs` group: each endpoint delegates to {@link JobQueue}. */
 export const JobsGroupLive = HttpApiBuilder.group(JobsApi, "jobs", (handlers) =>
   Effect.map(JobQueue, (queue) =>
     handlers
-      .handle("submit", ({ payload }) => queue.submit(payload.type, payload.metadata))
+      .handle("submit", ({ payload }) =>
+        queue.offer(toRequest(payload)).pipe(
+          Effect.map(({ created, job }) =>
+            created ? job : HttpServerResponse.unsafeJson(encodeJob(job), { status: 200 })
+          ),
+          Effect.catchTag("QueueFull", (error) => Effect.succeed(queueFullResponse(error)))
+        )
+      )
+      .handle("submitBatch", ({ payload }) =>
+        queue.submitMany(payload.jobs.map(toRequest)).pipe(
+          Effect.map((jobs) => new SubmittedBatch({ jobs })),
+          Effect.catchTag("QueueFull", (error) => Effect.succeed(queueFullResponse(error)))
+        )
+      )
       .handle("list", ({ urlParams }) => queue.list(urlParams))
       .handle("get", ({ path }) => queue.get(path.id))
       .handle("cancel", ({ path }) => queue.cancel(path.id))
+      .handle("watch", ({ path }) =>
+        Effect.map(queue.get(path.id), () => eventStreamResponse(queue.watch(path.id)))
+      )
+      .handle("events", ({ urlParams }) => Effect.succeed(eventStreamResponse(queue.events(urlParams))))
   )
 )
 

@@ -1,26 +1,55 @@
-import { Cause, Deferred, Duration, Effect, Either, Exit, Fiber, FiberId, Queue, Schema } from "effect"
-import type { JobQueueOptions } from "../config.js"
+import {
+  Cause,
+  Chunk,
+  Deferred,
+  Duration,
+  Effect,
+  Either,
+  Exit,
+  Fiber,
+  FiberId,
+  Option,
+  ParseResult,
+  PubSub,
+  Queue,
+  Schedule,
+  Schema,
+  Stream
+} from "effect"
+import { type JobQueueOptions, typeEnvName } from "../config.js"
 import {
   InvalidJobInput,
   InvalidProgress,
   JobNotCancellable,
   JobNotFound,
+  JobTimeout,
+  PermanentJobError,
   QueueShuttingDown
 } from "../domain/errors.js"
-import { isTerminal, Job, type JobId, JobStages, Json, makeJobId } from "../domain/Job.js"
+import { isTerminal, Job, type JobId, JobStages, type JobStatus, Json, makeJobId } from "../domain/Job.js"
+import { JobEvent, type JobEventKind } from "../domain/JobEvent.js"
+import { SubmitOptions } from "../domain/SubmitOptions.js"
 import { type JobContext, JobHandlers, type ProgressUpdate } from "../JobHandlers.js"
-import type { JobQueueService } from "../JobQueue.js"
-import { JobStore, type Transition } from "../JobStore.js"
+import {
+  eventBufferSize,
+  type JobQueueService,
+  type JobRequest,
+  type SubmitError,
+  type Submitted
+} from "../JobQueue.js"
+import { JobStore, type RetentionPolicy, type Transition } from "../JobStore.js"
+import { DelayedJobs } from "./DelayedJobs.js"
+import { type ReadyEntry, ReadyQueue } from "./ReadyQueue.js"
 
 /** A job this process is running: the worker fiber that runs it, and whether a user cancelled it. */
 interface RunningJob {
   readonly fiber: Fiber.RuntimeFiber<unknown, unknown>
-  claimed: boolean
   cancelled: boolean
 }
 
 const shutdownReason = "Cancelled: the queue shut down before the job finished"
 const isJson = Schema.is(Json)
+const validateOptions = Schema.validateEither(SubmitOptions, { errors: "first" })
 const stages: ReadonlySet<string> = new Set(JobStages)
 
 const messageOf = (error: unknown): string => {
@@ -43,6 +72,11 @@ export const describeFailure = (cause: Cause.Cause<unknown>): string => {
   return "The handler was interrupted"
 }
 
+const isPermanent = (cause: Cause.Cause<unknown>): boolean => {
+  const failure = Cause.failureOption(cause)
+  return failure._tag === "Some" && failure.value instanceof PermanentJobError
+}
+
 const checkProgress = (update: ProgressUpdate): string | undefined => {
   if (
     update.progress !== undefined &&
@@ -56,64 +90,166 @@ const checkProgress = (update: ProgressUpdate): string | undefined => {
   return undefined
 }
 
+const snapshotKind = (status: JobStatus): JobEventKind =>
+  status === "pending" ? "submitted" : status === "running" ? "progress" : status
+
 /**
- * Builds the queue. Ready job ids flow through an unbounded `Queue` to `maxConcurrent` worker fibers, so at most
- * that many handlers run at once. A worker runs its job's handler itself (no fiber per job): cancelling a running
- * job interrupts that worker, and its slot forks a fresh one.
+ * Builds the queue. Ready jobs wait in a {@link ReadyQueue} (priority, then FIFO; per-type limits) for
+ * `maxConcurrent` worker fibers; delayed jobs and retries wait in {@link DelayedJobs} for a scheduler fiber. A worker
+ * runs its job's handler itself (no fiber per job): cancelling or timing out a running job interrupts that worker,
+ * and its slot forks a fresh one.
  */
 export const make = (options: JobQueueOptions) =>
   Effect.gen(function* () {
     const store = yield* JobStore
     const handlers = yield* JobHandlers
     const clock = yield* Effect.clock
-    const ready = yield* Queue.unbounded<JobId>()
+    const ready = new ReadyQueue(
+      (type) =>
+        options.concurrencyByType[type] ??
+        options.concurrencyByType[typeEnvName(type)] ??
+        Number.POSITIVE_INFINITY
+    )
+    const delayed = new DelayedJobs()
+    const wakeScheduler = yield* Queue.sliding<void>(1)
+    const pubsub = yield* PubSub.sliding<JobEvent>(eventBufferSize)
     const drained = yield* Deferred.make<void>()
     const running = new Map<string, RunningJob>()
     const waiters = new Map<string, Array<Deferred.Deferred<Job>>>()
     const workers = new Set<Fiber.RuntimeFiber<void>>()
+    const retention: RetentionPolicy = { maxAgeMs: options.retentionMs, maxCount: options.retentionMax }
+    const retrySchedule = Schedule.delays(
+      Schedule.exponential(Duration.millis(options.retryBaseMs), 2).pipe(
+        Schedule.jittered,
+        Schedule.modifyDelay((_, delay) => Duration.min(delay, Duration.millis(options.retryMaxMs)))
+      )
+    )
+    let subscribers = 0
     let shuttingDown = false
 
     const now = () => new Date(clock.unsafeCurrentTimeMillis())
 
-    const settled = (job: Job): void => {
+    const publish = (kind: JobEventKind, job: Job): void => {
+      if (subscribers === 0) return
+      const event = new JobEvent({ kind, job }, true)
+      // `unsafeOffer` ignores the sliding strategy: with the buffer full (one subscriber behind) it drops the new
+      // event for every subscriber. `PubSub.publish` slides instead, dropping the oldest (synchronously).
+      if (!pubsub.unsafeOffer(event)) Effect.runSync(PubSub.publish(pubsub, event))
+    }
+
+    // A job reached a final status: tell its waiters and subscribers, and let retention forget old ones.
+    const finished = (job: Job): Effect.Effect<void> => {
+      publish(job.status as JobEventKind, job)
       const list = waiters.get(job.id)
-      if (list === undefined) return
-      waiters.delete(job.id)
-      for (const deferred of list) Deferred.unsafeDone(deferred, Exit.succeed(job))
+      if (list !== undefined) {
+        waiters.delete(job.id)
+        for (const deferred of list) Deferred.unsafeDone(deferred, Exit.succeed(job))
+      }
+      return Effect.asVoid(store.prune(retention, now()))
     }
 
-    const settle = (transition: Transition): void => {
-      if (transition._tag === "Moved") settled(transition.job)
+    const schedule = (job: Job, at: number): void => {
+      if (job.runAt.getTime() <= at) {
+        ready.offer(job.id, job.type, job.priority)
+        return
+      }
+      const before = delayed.nextDueAt()
+      delayed.push({ id: job.id, type: job.type, priority: job.priority, dueAt: job.runAt.getTime() })
+      if (before === undefined || job.runAt.getTime() < before) wakeScheduler.unsafeOffer(undefined)
     }
 
-    const submit: JobQueueService["submit"] = (type, metadata) =>
-      Effect.suspend((): Effect.Effect<Job, InvalidJobInput | QueueShuttingDown> => {
-        if (shuttingDown) return Effect.fail(QueueShuttingDown.instance)
-        const handler = handlers.get(type)
-        if (handler === undefined) {
-          const known = handlers.types().join(", ")
-          return Effect.fail(
+    const invalid = (index: number | undefined, error: InvalidJobInput): InvalidJobInput =>
+      index === undefined
+        ? error
+        : new InvalidJobInput({
+            // "type: …" becomes "jobs[3].type: …"; a message that does not open with its field (metadata's
+            // "Invalid metadata for job type …") becomes "jobs[3]: Invalid metadata …", not "jobs[3].Invalid …".
+            message:
+              error.field !== undefined && error.message.startsWith(`${error.field}:`)
+                ? `jobs[${index}].${error.message}`
+                : `jobs[${index}]: ${error.message}`,
+            field: `jobs[${index}].${error.field ?? ""}`.replace(/\.$/, ""),
+            index
+          })
+
+    const build = (
+      request: JobRequest,
+      createdAt: Date,
+      index: number | undefined
+    ): Either.Either<Job, InvalidJobInput> => {
+      const handler = handlers.get(request.type)
+      if (handler === undefined) {
+        const known = handlers.types().join(", ")
+        return Either.left(
+          invalid(
+            index,
             new InvalidJobInput({
-              message: `type: unknown job type "${type}" (registered: ${known})`,
+              message: `type: unknown job type "${request.type}" (registered: ${known})`,
               field: "type"
             })
           )
-        }
-        const valid = handler.validate(metadata ?? {})
-        if (Either.isLeft(valid)) return Effect.fail(valid.left)
-        const createdAt = now()
-        const job = new Job(
+        )
+      }
+      const metadata = handler.validate(request.metadata ?? {})
+      if (Either.isLeft(metadata)) return Either.left(invalid(index, metadata.left))
+      const merged =
+        request.options === undefined ? handler.defaults : { ...handler.defaults, ...request.options }
+      const checked = validateOptions(merged)
+      if (Either.isLeft(checked)) {
+        // Name the option at fault ("options.maxAttempts"), as metadata errors name their field: the tree's last
+        // line alone is the `undefined` branch of the optional ("Expected undefined, actual 0").
+        const issue = ParseResult.ArrayFormatter.formatErrorSync(checked.left)[0]
+        const field = ["options", ...(issue?.path ?? []).map(String)].join(".")
+        return Either.left(
+          invalid(
+            index,
+            new InvalidJobInput({ message: `${field}: ${issue?.message ?? "is invalid"}`, field })
+          )
+        )
+      }
+      const opts = checked.right
+      if (request.options?.delayMs !== undefined && request.options.runAt !== undefined) {
+        return Either.left(
+          invalid(
+            index,
+            new InvalidJobInput({ message: "delayMs: give delayMs or runAt, not both", field: "delayMs" })
+          )
+        )
+      }
+      const runAt =
+        opts.runAt !== undefined && request.options?.delayMs === undefined
+          ? opts.runAt
+          : opts.delayMs !== undefined && opts.delayMs > 0
+            ? new Date(createdAt.getTime() + opts.delayMs)
+            : createdAt
+      // A delay past the last date a Date can hold gives an invalid runAt, which the scheduler cannot wait for.
+      if (Number.isNaN(runAt.getTime())) {
+        return Either.left(
+          invalid(
+            index,
+            new InvalidJobInput({ message: "delayMs: is too far in the future", field: "delayMs" })
+          )
+        )
+      }
+      return Either.right(
+        new Job(
           {
             id: makeJobId(),
-            type,
+            type: request.type,
             status: "pending",
             stage: "queued",
             progress: 0,
             message: null,
-            metadata: valid.right,
+            metadata: metadata.right,
             result: null,
             error: null,
+            lastError: null,
+            priority: opts.priority ?? 0,
             attempts: 0,
+            maxAttempts: opts.maxAttempts ?? 1,
+            timeoutMs: opts.timeoutMs ?? null,
+            idempotencyKey: opts.idempotencyKey ?? null,
+            runAt,
             createdAt,
             startedAt: null,
             finishedAt: null,
@@ -121,8 +257,46 @@ export const make = (options: JobQueueOptions) =>
           },
           true
         )
-        return Effect.as(Effect.zipRight(store.insert(job), Queue.offer(ready, job.id)), job)
+      )
+    }
+
+    const submitRequests = (
+      requests: ReadonlyArray<JobRequest>,
+      batch: boolean
+    ): Effect.Effect<ReadonlyArray<Submitted>, SubmitError> =>
+      Effect.suspend((): Effect.Effect<ReadonlyArray<Submitted>, SubmitError> => {
+        if (shuttingDown) return Effect.fail(QueueShuttingDown.instance)
+        const createdAt = now()
+        const jobs: Array<Job> = []
+        for (let i = 0; i < requests.length; i++) {
+          const job = build(requests[i]!, createdAt, batch ? i : undefined)
+          if (Either.isLeft(job)) return Effect.fail(job.left)
+          jobs.push(job.right)
+        }
+        return Effect.map(store.insert(jobs, options.maxPending), (results) => {
+          const at = createdAt.getTime()
+          for (const { job, created } of results) {
+            if (!created) continue
+            publish("submitted", job)
+            schedule(job, at)
+          }
+          return results
+        })
       })
+
+    const offerMany: JobQueueService["offerMany"] = (requests) => submitRequests(requests, true)
+
+    const offer: JobQueueService["offer"] = (request) =>
+      Effect.map(submitRequests([request], false), (results) => results[0]!)
+
+    const submitMany: JobQueueService["submitMany"] = (requests) =>
+      Effect.map(submitRequests(requests, true), (results) => results.map((result) => result.job))
+
+    const submit: JobQueueService["submit"] = (type, metadata, submitOptions) =>
+      Effect.map(
+        submitRequests([{ type, metadata, options: submitOptions }], false),
+        (results) => results[0]!.job
+      )
 
     const get: JobQueueService["get"] = (id) =>
       Effect.flatMap(store.get(id), (job) =>
@@ -133,67 +307,131 @@ export const make = (options: JobQueueOptions) =>
       Effect.suspend(() => {
         const problem = checkProgress(update)
         if (problem !== undefined) return Effect.fail(new InvalidProgress({ message: problem }))
-        return Effect.asVoid(store.progress(id, update, now()))
+        return Effect.map(store.progress(id, update, now()), (job) => {
+          if (job._tag === "Some") publish("progress", job.value)
+        })
       })
 
-    const finish = (job: Job, exit: Exit.Exit<Json, unknown>) => {
+    const retryDelay = (attempt: number): Effect.Effect<Duration.Duration> =>
+      Effect.map(
+        Schedule.run(
+          retrySchedule,
+          clock.unsafeCurrentTimeMillis(),
+          Array.from({ length: attempt }, () => undefined)
+        ),
+        (delays) => Option.getOrElse(Chunk.last(delays), () => Duration.millis(options.retryBaseMs))
+      )
+
+    const fail = (job: Job, cause: Cause.Cause<unknown>): Effect.Effect<void> => {
+      const error = describeFailure(cause)
+      if (!isPermanent(cause) && job.attempts < job.maxAttempts) {
+        return Effect.flatMap(retryDelay(job.attempts), (delay) => {
+          const at = now()
+          const runAt = new Date(at.getTime() + Duration.toMillis(delay))
+          return Effect.map(store.transition(job.id, "pending", { error, runAt }, at), (transition) => {
+            if (transition._tag !== "Moved") return
+            publish("retrying", transition.job)
+            schedule(transition.job, at.getTime())
+          })
+        })
+      }
+      return store
+        .transition(job.id, "failed", { error }, now())
+        .pipe(
+          Effect.flatMap((transition) =>
+            transition._tag === "Moved"
+              ? Effect.zipRight(
+                  Effect.logWarning(`Job failed: ${error}`).pipe(
+                    Effect.annotateLogs({ jobId: job.id, jobType: job.type })
+                  ),
+                  finished(transition.job)
+                )
+              : Effect.void
+          )
+        )
+    }
+
+    const settle = (job: Job, record: RunningJob, exit: Exit.Exit<Json, unknown>): Effect.Effect<void> => {
       if (Exit.isSuccess(exit)) {
         const result = exit.value === undefined ? null : exit.value
-        if (isJson(result))
-          return Effect.map(store.transition(job.id, "completed", { result }, now()), settle)
-        return Effect.map(
-          store.transition(job.id, "failed", { error: "The handler's result is not a JSON value" }, now()),
-          settle
+        if (!isJson(result)) return fail(job, Cause.fail("The handler's result is not a JSON value"))
+        return Effect.flatMap(store.transition(job.id, "completed", { result }, now()), (transition) =>
+          transition._tag === "Moved" ? finished(transition.job) : Effect.void
         )
       }
-      return store.transition(job.id, "failed", { error: describeFailure(exit.cause) }, now()).pipe(
-        Effect.tap((transition) =>
-          transition._tag === "Moved"
-            ? Effect.logWarning(`Job failed: ${transition.job.error}`).pipe(
-                Effect.annotateLogs({ jobId: job.id, jobType: job.type })
-              )
-            : Effect.void
-        ),
-        Effect.map(settle)
+      if (!Cause.isInterruptedOnly(exit.cause)) return fail(job, exit.cause)
+      if (record.cancelled) return Effect.void
+      if (!shuttingDown) return fail(job, exit.cause)
+      return Effect.flatMap(
+        store.transition(job.id, "cancelled", { error: shutdownReason }, now()),
+        (transition) => (transition._tag === "Moved" ? finished(transition.job) : Effect.void)
       )
     }
 
-    const execute = (job: Job): Effect.Effect<void> => {
+    const execute = (
+      job: Job,
+      record: RunningJob,
+      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+    ): Effect.Effect<void> => {
       const handler = handlers.get(job.type)
       if (handler === undefined)
-        return finish(job, Exit.fail(`No handler is registered for type "${job.type}"`))
+        return fail(job, Cause.fail(`No handler is registered for type "${job.type}"`))
       const context: JobContext = { job, progress: (update) => progress(job.id, update) }
-      return Effect.flatMap(Effect.exit(handler.run(job.metadata, context)), (exit) => finish(job, exit))
+      const attempt = handler.run(job.metadata, context)
+      const timed =
+        job.timeoutMs === null
+          ? attempt
+          : Effect.timeoutFail(attempt, {
+              duration: Duration.millis(job.timeoutMs),
+              onTimeout: () =>
+                new JobTimeout({
+                  message: `the attempt ran longer than ${job.timeoutMs} ms`,
+                  timeoutMs: job.timeoutMs!
+                })
+            })
+      return Effect.flatMap(Effect.exit(restore(timed)), (exit) => settle(job, record, exit))
     }
 
-    const released = (id: JobId, entry: RunningJob, exit: Exit.Exit<void>): Effect.Effect<void> => {
-      running.delete(id)
-      if (shuttingDown && running.size === 0) Deferred.unsafeDone(drained, Exit.void)
-      if (!entry.claimed || !Exit.isInterrupted(exit) || entry.cancelled) return Effect.void
-      const reason = shuttingDown ? shutdownReason : "The job's fiber was interrupted"
-      return Effect.map(store.transition(id, "cancelled", { error: reason }, now()), settle)
-    }
-
-    const runOne = (self: Fiber.RuntimeFiber<unknown, unknown>, id: JobId): Effect.Effect<void> => {
-      if (shuttingDown) return Queue.offer(ready, id)
-      const entry: RunningJob = { fiber: self, claimed: false, cancelled: false }
-      running.set(id, entry)
+    const runOne = (
+      self: Fiber.RuntimeFiber<unknown, unknown>,
+      entry: ReadyEntry,
+      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+    ): Effect.Effect<void> => {
+      const id = entry.id as JobId
+      const record: RunningJob = { fiber: self, cancelled: false }
+      running.set(id, record)
       return store.transition(id, "running", {}, now()).pipe(
         Effect.flatMap((transition) => {
           if (transition._tag !== "Moved") return Effect.void
-          entry.claimed = true
-          return execute(transition.job)
+          publish("started", transition.job)
+          return execute(transition.job, record, restore)
         }),
-        Effect.onExit((exit) => released(id, entry, exit))
+        Effect.ensuring(
+          Effect.sync(() => {
+            running.delete(id)
+            ready.release(entry.type)
+            if (shuttingDown && running.size === 0) Deferred.unsafeDone(drained, Exit.void)
+          })
+        )
       )
     }
 
+    // Interruptible only while waiting for a job and while its handler runs: a cancel that arrives in between is
+    // acted on at the worker's next wait, where it ends the worker without losing anything.
     const worker: Effect.Effect<void> = Effect.withFiberRuntime((self) =>
-      Effect.whileLoop({
-        while: () => !shuttingDown,
-        body: () => Effect.flatMap(Queue.take(ready), (id) => runOne(self, id)),
-        step: () => {}
-      })
+      Effect.uninterruptibleMask((restore) =>
+        Effect.whileLoop({
+          while: () => !shuttingDown,
+          body: () =>
+            Effect.flatMap(restore(ready.take), (entry) => {
+              if (!shuttingDown) return runOne(self, entry, restore)
+              ready.release(entry.type)
+              ready.offer(entry.id, entry.type, entry.priority)
+              return Effect.void
+            }),
+          step: () => {}
+        })
+      )
     )
 
     const slot: Effect.Effect<void> = Effect.whileLoop({
@@ -209,6 +447,16 @@ export const make = (options: JobQueueOptions) =>
       step: () => {}
     })
 
+    const scheduler: Effect.Effect<never> = Effect.forever(
+      Effect.suspend(() => {
+        const at = clock.unsafeCurrentTimeMillis()
+        for (const entry of delayed.takeDue(at)) ready.offer(entry.id, entry.type, entry.priority)
+        const next = delayed.nextDueAt()
+        const wake = Queue.take(wakeScheduler)
+        return next === undefined ? wake : Effect.raceFirst(Effect.sleep(Duration.millis(next - at)), wake)
+      })
+    )
+
     const cancel: JobQueueService["cancel"] = (id) =>
       Effect.flatMap(
         store.transition(id, "cancelled", { error: null }, now()),
@@ -219,20 +467,17 @@ export const make = (options: JobQueueOptions) =>
             case "Refused":
               return Effect.fail(JobNotCancellable.of(id, transition.job.status))
             case "Moved": {
-              if (transition.from !== "running") {
-                settled(transition.job)
-                return Effect.succeed(transition.job)
-              }
-              // Find the worker and interrupt it in one step: a worker found a step earlier may since have let go
-              // of this job (its own move to a final status refused) and taken the next one, which the interrupt
-              // would then kill. With no entry left, the worker has finished with the job: nothing to interrupt.
+              const job = transition.job
+              if (transition.from !== "running") return Effect.as(finished(job), job)
+              // Looking the worker up and interrupting it happen in one step: no other fiber can run in between,
+              // so the interrupt reaches the worker while it still holds this job.
               return Effect.withFiberRuntime<Job>((canceller) => {
-                const entry = running.get(id)
-                if (entry === undefined) return Effect.succeed(transition.job)
-                entry.cancelled = true
-                entry.fiber.unsafeInterruptAsFork(canceller.id())
-                return Effect.as(Fiber.await(entry.fiber), transition.job)
-              }).pipe(Effect.ensuring(Effect.sync(() => settled(transition.job))))
+                const record = running.get(id)
+                if (record === undefined) return Effect.as(finished(job), job)
+                record.cancelled = true
+                record.fiber.unsafeInterruptAsFork(canceller.id())
+                return Effect.as(Effect.zipRight(Fiber.await(record.fiber), finished(job)), job)
+              })
             }
           }
         }
@@ -258,6 +503,60 @@ export const make = (options: JobQueueOptions) =>
 
     const list: JobQueueService["list"] = (query = {}) => store.list(query)
 
+    const subscribe = Effect.acquireRelease(
+      Effect.zipLeft(
+        PubSub.subscribe(pubsub),
+        Effect.sync(() => subscribers++)
+      ),
+      () => Effect.sync(() => subscribers--)
+    )
+
+    const events: JobQueueService["events"] = (filter = {}) => {
+      const statuses = filter.status && filter.status.length > 0 ? new Set<string>(filter.status) : undefined
+      const types = filter.type && filter.type.length > 0 ? new Set<string>(filter.type) : undefined
+      return Stream.unwrapScoped(
+        Effect.map(subscribe, (subscription) =>
+          Stream.filter(
+            Stream.fromQueue(subscription),
+            (event) =>
+              (statuses === undefined || statuses.has(event.job.status)) &&
+              (types === undefined || types.has(event.job.type))
+          )
+        )
+      )
+    }
+
+    const watch: JobQueueService["watch"] = (id) =>
+      Stream.unwrapScoped(
+        Effect.gen(function* () {
+          const subscription = yield* subscribe
+          const current = yield* get(id)
+          const first = new JobEvent({ kind: snapshotKind(current.status), job: current }, true)
+          if (isTerminal(current.status)) return Stream.make(first)
+          let sawFinal = false
+          const since = current.updatedAt.getTime()
+          const live = Stream.fromQueue(subscription).pipe(
+            Stream.filter((event) => event.job.id === id && event.job.updatedAt.getTime() >= since),
+            Stream.takeUntil((event) => {
+              sawFinal = isTerminal(event.job.status)
+              return sawFinal
+            }),
+            // Should this subscriber's buffer drop the final event, the job's end still ends the stream.
+            Stream.interruptWhen(awaitJob(id))
+          )
+          const last = Stream.unwrap(
+            Effect.suspend(() =>
+              sawFinal
+                ? Effect.succeed(Stream.empty)
+                : Effect.map(get(id), (job) =>
+                    Stream.make(new JobEvent({ kind: snapshotKind(job.status), job }, true))
+                  )
+            )
+          )
+          return Stream.concat(Stream.make(first), Stream.concat(live, last))
+        })
+      )
+
     const shutdown = Effect.gen(function* () {
       shuttingDown = true
       const busy = running.size
@@ -276,12 +575,16 @@ export const make = (options: JobQueueOptions) =>
       yield* Fiber.interruptAll(Array.from(workers))
       let cancelledPending = 0
       if (!store.durable) {
-        const ids = yield* Queue.takeAll(ready)
-        for (const id of ids) {
-          const transition = yield* store.transition(id, "cancelled", { error: shutdownReason }, now())
+        for (const entry of [...ready.drain(), ...delayed.drain()]) {
+          const transition: Transition = yield* store.transition(
+            entry.id as JobId,
+            "cancelled",
+            { error: shutdownReason },
+            now()
+          )
           if (transition._tag === "Moved") {
             cancelledPending++
-            settled(transition.job)
+            yield* finished(transition.job)
           }
         }
       }
@@ -291,14 +594,36 @@ export const make = (options: JobQueueOptions) =>
       )
     })
 
-    const slots = yield* Effect.forkScoped(
+    const background = yield* Effect.forkScoped(
       Effect.all(
-        Array.from({ length: options.maxConcurrent }, () => slot),
+        [
+          ...Array.from({ length: options.maxConcurrent }, () => slot),
+          scheduler,
+          Effect.repeat(
+            Effect.suspend(() => store.prune(retention, now())),
+            Schedule.spaced(Duration.millis(Math.min(Math.max(options.retentionMs, 1000), 60_000)))
+          )
+        ],
         { concurrency: "unbounded", discard: true }
       )
     )
-    yield* Effect.addFinalizer(() => Effect.zipRight(shutdown, Fiber.interrupt(slots)))
+    // Shared by every caller (the service's `shutdown` and the scope's finalizer): it runs once, others wait for it.
+    const shutdownOnce = yield* Effect.cached(shutdown)
+    yield* Effect.addFinalizer(() => Effect.zipRight(shutdownOnce, Fiber.interrupt(background)))
 
-    const service: JobQueueService = { options, submit, get, list, cancel, await: awaitJob }
+    const service: JobQueueService = {
+      options,
+      submit,
+      submitMany,
+      offer,
+      offerMany,
+      get,
+      list,
+      cancel,
+      await: awaitJob,
+      events,
+      watch,
+      shutdown: shutdownOnce
+    }
     return service
   })

@@ -11,7 +11,7 @@ import {
   makeJobId
 } from "../../src/domain/Job.js"
 import { compareNewestFirst, cursorAfter, JobCursor, parseCursor } from "../../src/domain/JobPage.js"
-import { makeMemory } from "../../src/JobStore.js"
+import { applyTransition, makeMemory } from "../../src/JobStore.js"
 
 const encodeJob = Schema.encodeSync(Job)
 const decodeJob = Schema.decodeUnknownSync(Job)
@@ -24,13 +24,9 @@ const legal = new Set([
   "pending>cancelled",
   "running>completed",
   "running>failed",
-  "running>cancelled"
+  "running>cancelled",
+  "running>pending"
 ])
-
-/** Every status a transition can lead to. */
-const targetStatuses = JobStatuses.filter(
-  (status): status is Exclude<JobStatusType, "pending"> => status !== "pending"
-)
 
 const pendingJob = (createdAt: Date): Job =>
   new Job({
@@ -43,7 +39,13 @@ const pendingJob = (createdAt: Date): Job =>
     metadata: {},
     result: null,
     error: null,
+    lastError: null,
+    priority: 0,
     attempts: 0,
+    maxAttempts: 3,
+    timeoutMs: null,
+    idempotencyKey: null,
+    runAt: createdAt,
     createdAt,
     startedAt: null,
     finishedAt: null,
@@ -63,6 +65,8 @@ describe("Job schema", () => {
     const encoded = encodeJob(pendingJob(new Date(0)))
     expect(() => decodeJob({ ...encoded, progress: 101 })).toThrow(/progress/)
     expect(() => decodeJob({ ...encoded, status: "paused" })).toThrow(/status/)
+    expect(() => decodeJob({ ...encoded, maxAttempts: 0 })).toThrow(/maxAttempts/)
+    expect(() => decodeJob({ ...encoded, timeoutMs: 0 })).toThrow(/timeoutMs/)
   })
 })
 
@@ -71,7 +75,7 @@ describe("transition rule", () => {
     expect(canTransition(from, to)).toBe(legal.has(`${from}>${to}`))
   })
 
-  it("allows exactly five moves, and none out of a terminal status", () => {
+  it("allows exactly six moves, and none out of a terminal status", () => {
     const allowed = JobStatuses.flatMap((from) =>
       JobStatuses.filter((to) => canTransition(from, to)).map((to) => `${from}>${to}`)
     )
@@ -81,16 +85,26 @@ describe("transition rule", () => {
 
   it.prop(
     "the in-memory store only ever makes legal moves",
-    [fc.array(fc.constantFrom(...targetStatuses), { maxLength: 12 })],
+    [fc.array(fc.constantFrom(...JobStatuses), { maxLength: 12 })],
     ([targets]) => {
       const store = makeMemory()
       const job = pendingJob(new Date(1_000))
-      Effect.runSync(store.insert(job))
+      Effect.runSync(store.insert([job], 10))
       let current: Job = job
       const visited: Array<JobStatusType> = [job.status]
       targets.forEach((to, step) => {
         const now = new Date(2_000 + step)
-        const outcome = Effect.runSync(store.transition(job.id, to, { result: { step }, error: "why" }, now))
+        // A running job reports progress first, so that a retry visibly resets it.
+        if (current.status === "running") {
+          const reported = Effect.runSync(
+            store.progress(job.id, { stage: "transcribing", progress: 40, message: `step ${step}` }, now)
+          )
+          expect(Option.isSome(reported)).toBe(true)
+          if (Option.isSome(reported)) current = reported.value
+        }
+        const runAt = new Date(9_000 + step)
+        const detail = { result: { step }, error: `why ${step}`, runAt }
+        const outcome = Effect.runSync(store.transition(job.id, to, detail, now))
         if (canTransition(current.status, to)) {
           expect(outcome._tag).toBe("Moved")
           if (outcome._tag !== "Moved") return
@@ -98,23 +112,72 @@ describe("transition rule", () => {
           expect(outcome.job.status).toBe(to)
           expect(outcome.job.updatedAt).toEqual(now)
           expect(outcome.job.attempts).toBe(current.attempts + (to === "running" ? 1 : 0))
-          if (to === "running") expect(outcome.job.startedAt).toEqual(now)
-          if (isTerminal(to)) expect(outcome.job.finishedAt).toEqual(now)
+          expect(outcome.job.startedAt).toEqual(to === "running" ? now : current.startedAt)
+          expect(outcome.job.finishedAt).toEqual(isTerminal(to) ? now : null)
           if (to === "completed") {
             expect(outcome.job.progress).toBe(100)
             expect(outcome.job.result).toEqual({ step })
           }
-          if (to === "failed" || to === "cancelled") expect(outcome.job.error).toBe("why")
+          if (to === "failed" || to === "cancelled") expect(outcome.job.error).toBe(`why ${step}`)
+          if (to === "failed") expect(outcome.job.lastError).toBe(`why ${step}`)
+          if (to === "cancelled") expect(outcome.job.lastError).toBe(current.lastError)
+          if (to === "pending") {
+            expect(outcome.job).toMatchObject({
+              stage: "queued",
+              progress: 0,
+              message: null,
+              error: null,
+              lastError: `why ${step}`,
+              result: null
+            })
+            expect(outcome.job.runAt).toEqual(runAt)
+          } else {
+            expect(outcome.job.runAt).toEqual(current.runAt)
+          }
           current = outcome.job
           visited.push(current.status)
         } else {
           expect(outcome).toEqual({ _tag: "Refused", job: current })
         }
         expect(Effect.runSync(store.get(job.id))).toEqual(Option.some(current))
+        expect(Effect.runSync(store.pendingCount)).toBe(current.status === "pending" ? 1 : 0)
       })
       for (let i = 1; i < visited.length; i++) expect(legal).toContain(`${visited[i - 1]}>${visited[i]}`)
     }
   )
+
+  it("applyTransition back to pending records lastError and runAt, and resets stage, progress and message", () => {
+    const running = new Job({
+      ...pendingJob(new Date(1_000)),
+      status: "running",
+      stage: "transcribing",
+      progress: 40,
+      message: "halfway",
+      attempts: 1,
+      startedAt: new Date(2_000),
+      updatedAt: new Date(2_500)
+    })
+    const now = new Date(3_000)
+    const retry = applyTransition(running, "pending", { error: "boom", runAt: new Date(4_000) }, now)
+    expect(retry).toBeInstanceOf(Job)
+    expect(retry).toEqual(
+      new Job({
+        ...running,
+        status: "pending",
+        stage: "queued",
+        progress: 0,
+        message: null,
+        lastError: "boom",
+        runAt: new Date(4_000),
+        updatedAt: now
+      })
+    )
+    // The attempt count and the latest attempt's start are kept; nothing is finished.
+    expect(retry).toMatchObject({ attempts: 1, error: null, finishedAt: null })
+    expect(retry.startedAt).toEqual(new Date(2_000))
+    // Without a runAt the next attempt is due at once.
+    expect(applyTransition(running, "pending", { error: "boom" }, now).runAt).toEqual(now)
+  })
 
   it("reports an unknown id as NotFound", () => {
     const store = makeMemory()

@@ -22,7 +22,10 @@ interface Operation {
     readonly required?: boolean
   }>
   readonly requestBody?: { readonly content: Record<string, { readonly schema: SchemaObject }> }
-  readonly responses: Record<string, { readonly content?: Record<string, { readonly schema: SchemaObject }> }>
+  readonly responses: Record<
+    string,
+    { readonly content?: Record<string, { readonly schema: SchemaObject & { readonly type?: string } }> }
+  >
 }
 
 interface Document {
@@ -42,44 +45,58 @@ const schemaNames = (schema: SchemaObject | undefined): Array<string> => {
 const responseSchemas = (operation: Operation, status: string): Array<string> =>
   schemaNames(operation.responses[status]?.content?.["application/json"]?.schema)
 
-/** Every endpoint: its success status, and the errors it declares beside the ones every endpoint shares. */
+/** The success body of a Server-Sent Events endpoint (a text stream, not a JSON schema). */
+const eventStream = "text/event-stream"
+
+/**
+ * Every endpoint: its success statuses with their body (a JSON schema's name, or {@link eventStream}), and the
+ * errors it declares beside the ones every endpoint shares.
+ */
 const endpoints: ReadonlyArray<{
   readonly method: string
   readonly path: string
-  readonly success: string
-  readonly successSchema: string
+  readonly successes: Record<string, string>
   readonly errors: Record<string, ReadonlyArray<string>>
 }> = [
   {
     method: "post",
     path: "/jobs",
-    success: "201",
-    successSchema: "Job",
-    errors: { "400": ["InvalidJobInput"], "503": ["QueueShuttingDown"] }
+    successes: { "200": "Job", "201": "Job" },
+    errors: { "400": ["InvalidJobInput"], "503": ["QueueFull", "QueueShuttingDown"] }
+  },
+  {
+    method: "post",
+    path: "/jobs/batch",
+    successes: { "201": "SubmittedBatch" },
+    errors: { "400": ["InvalidJobInput"], "503": ["QueueFull", "QueueShuttingDown"] }
   },
   {
     method: "get",
     path: "/jobs",
-    success: "200",
-    successSchema: "JobPage",
+    successes: { "200": "JobPage" },
     errors: { "400": ["InvalidCursor"] }
   },
   {
     method: "get",
     path: "/jobs/{id}",
-    success: "200",
-    successSchema: "Job",
+    successes: { "200": "Job" },
     errors: { "404": ["JobNotFound"] }
   },
   {
     method: "delete",
     path: "/jobs/{id}",
-    success: "200",
-    successSchema: "Job",
+    successes: { "200": "Job" },
     errors: { "404": ["JobNotFound"], "409": ["JobNotCancellable"] }
   },
-  { method: "get", path: "/health", success: "200", successSchema: "Health", errors: {} },
-  { method: "get", path: "/config", success: "200", successSchema: "ClientConfig", errors: {} }
+  {
+    method: "get",
+    path: "/jobs/{id}/events",
+    successes: { "200": eventStream },
+    errors: { "404": ["JobNotFound"] }
+  },
+  { method: "get", path: "/events", successes: { "200": eventStream }, errors: {} },
+  { method: "get", path: "/health", successes: { "200": "Health" }, errors: {} },
+  { method: "get", path: "/config", successes: { "200": "ClientConfig" }, errors: {} }
 ]
 
 /** The errors declared on the whole API, so on every endpoint (HttpApi adds HttpApiDecodeError itself). */
@@ -144,14 +161,23 @@ describe("GET /openapi.json", () => {
       )
       expect(listed.sort()).toEqual(endpoints.map(({ method, path }) => `${method} ${path}`).sort())
 
-      for (const { method, path, success, successSchema, errors } of endpoints) {
+      for (const { method, path, successes, errors } of endpoints) {
         const name = `${method} ${path}`
         const operation = document.paths[path]?.[method]
         expect(operation, name).toBeDefined()
         if (operation === undefined) continue
-        const successes = Object.keys(operation.responses).filter((status) => Number(status) < 400)
-        expect(successes, name).toEqual([success])
-        expect(responseSchemas(operation, success), name).toEqual([successSchema])
+        const declaredSuccesses = Object.keys(operation.responses).filter((status) => Number(status) < 400)
+        expect(declaredSuccesses.sort(), name).toEqual(Object.keys(successes).sort())
+        for (const [status, body] of Object.entries(successes)) {
+          const content = operation.responses[status]?.content ?? {}
+          if (body === eventStream) {
+            expect(Object.keys(content), `${name} ${status}`).toEqual([eventStream])
+            expect(content[eventStream]?.schema, `${name} ${status}`).toMatchObject({ type: "string" })
+          } else {
+            expect(Object.keys(content), `${name} ${status}`).toEqual(["application/json"])
+            expect(responseSchemas(operation, status), `${name} ${status}`).toEqual([body])
+          }
+        }
 
         const expected = new Map<string, Set<string>>()
         for (const table of [sharedErrors, errors]) {
@@ -197,15 +223,28 @@ describe("GET /openapi.json", () => {
         "query:status",
         "query:type"
       ])
-      for (const method of ["get", "delete"]) {
-        const one = document.paths["/jobs/{id}"]?.[method]
-        expect(one?.parameters, method).toEqual([
+      for (const [path, method] of [
+        ["/jobs/{id}", "get"],
+        ["/jobs/{id}", "delete"],
+        ["/jobs/{id}/events", "get"]
+      ] as const) {
+        const one = document.paths[path]?.[method]
+        expect(one?.parameters, `${method} ${path}`).toEqual([
           expect.objectContaining({ name: "id", in: "path", required: true })
         ])
       }
+      const events = document.paths["/events"]?.get
+      expect(events?.parameters?.map(({ name, in: where }) => `${where}:${name}`).sort()).toEqual([
+        "query:status",
+        "query:type"
+      ])
       const submit = document.paths["/jobs"]?.post
       expect(schemaNames(submit?.requestBody?.content["application/json"]?.schema)).toEqual([
         "SubmitJobPayload"
+      ])
+      const batch = document.paths["/jobs/batch"]?.post
+      expect(schemaNames(batch?.requestBody?.content["application/json"]?.schema)).toEqual([
+        "SubmitBatchPayload"
       ])
     })
   )
