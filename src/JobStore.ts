@@ -116,7 +116,10 @@ export interface JobStoreService {
     ids: ReadonlyArray<JobId>,
     leaseUntil: Date
   ) => Effect.Effect<ReadonlyArray<JobId>>
-  /** Takes back running jobs whose lease ended before `now`: pending again if attempts remain, else failed. */
+  /**
+   * Takes back running jobs whose lease ended before `now` (their process stopped): pending again while attempts
+   * remain, and once more beyond them (a stall is not the job's fault); a second stall with none left fails the job.
+   */
   readonly recoverExpired: (now: Date) => Effect.Effect<ReadonlyArray<Job>>
   /** Hands back running jobs `owner` holds: pending again, attempts kept (a durable node's graceful shutdown). */
   readonly release: (owner: string, ids: ReadonlyArray<JobId>, now: Date) => Effect.Effect<ReadonlyArray<Job>>
@@ -411,7 +414,8 @@ export const makeMemory = (): JobStoreService => {
         for (const [id, lease] of leases) {
           const job = jobs.get(id)
           if (job === undefined || job.status !== "running" || lease.until >= at) continue
-          const to = job.attempts < job.maxAttempts ? "pending" : "failed"
+          const to =
+            job.attempts < job.maxAttempts || job.lastError !== leaseExpiredError ? "pending" : "failed"
           recovered.push(move(job, to, { error: leaseExpiredError, runAt: now }, now))
         }
         return recovered

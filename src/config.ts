@@ -20,6 +20,11 @@ export interface JobQueueOptions {
   readonly retentionMax: number
   /** At most this many pending jobs (delayed and awaiting-retry ones included); beyond it, submit fails. */
   readonly maxPending: number
+  /**
+   * Durable stores: how long a claimed job's lease lasts without a heartbeat, in milliseconds. A job whose process
+   * died is taken back (and retried) when its lease ends.
+   */
+  readonly leaseMs: number
 }
 
 /** The defaults for {@link JobQueueOptions}. */
@@ -32,7 +37,8 @@ export const defaultJobQueueOptions: JobQueueOptions = {
   retryMaxMs: 60_000,
   retentionMs: 24 * 60 * 60 * 1000,
   retentionMax: 10_000,
-  maxPending: 100_000
+  maxPending: 100_000,
+  leaseMs: 30_000
 }
 
 const integer = (name: string, description: string, fallback: number, min: number) =>
@@ -115,6 +121,12 @@ export const jobQueueConfig: Config.Config<Omit<JobQueueOptions, "concurrencyByT
     "At most this many finished jobs are kept, the earliest finished evicted first.",
     defaultJobQueueOptions.retentionMax,
     0
+  ),
+  leaseMs: integer(
+    "APP_JOB_LEASE_MS",
+    "Durable stores: how long a running job's lease lasts without a heartbeat; a job whose process died is retried after it (ms).",
+    defaultJobQueueOptions.leaseMs,
+    100
   ),
   maxPending: integer(
     "APP_JOB_MAX_PENDING",

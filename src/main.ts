@@ -4,10 +4,10 @@ import { layerDemoHandlersConfig } from "./demo/handlers.js"
 import { NodeServerLive } from "./http/server.js"
 import { JobHandlers } from "./JobHandlers.js"
 import { JobQueue } from "./JobQueue.js"
-import { JobStore } from "./JobStore.js"
+import { layerStoreConfig } from "./stores.js"
 
 const QueueLive = JobQueue.layerConfig.pipe(
-  Layer.provide(Layer.merge(layerDemoHandlersConfig, JobStore.layerMemory)),
+  Layer.provide(Layer.merge(layerDemoHandlersConfig, layerStoreConfig)),
   Layer.provide(JobHandlers.layer)
 )
 

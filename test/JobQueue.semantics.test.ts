@@ -193,7 +193,8 @@ describe("submission options", () => {
         expect(error).toMatchObject({ _tag: "InvalidJobInput", field: "delayMs" })
         expect(error.message).toMatch(/delayMs/)
         expect(error.message).toMatch(/runAt/)
-        // A type's default delay does not clash with a submission's runAt; only the submission's own pair does.
+        // Even a zero delay clashes with runAt: it is the submission's own pair that is refused (a type's default
+        // delay gives way to a submission's runAt, as tested above).
         const clash = yield* Effect.flip(queue.submit("defaulted", {}, { delayMs: 0, runAt: new Date(50) }))
         expect(clash).toMatchObject({ _tag: "InvalidJobInput", field: "delayMs" })
         expect(yield* retained(queue)).toBe(0)
@@ -351,10 +352,11 @@ describe("bulk submission", () => {
 // ---------------------------------------------------------------------------------------------------------
 
 /**
- * A job that fails `failures` times and then succeeds, with retryBaseMs 1000 and retryMaxMs 3000 (so the third
- * delay, nominally 4000, is capped). Each delay must lie in base·2^(n-1) × [0.8, 1.2], capped: the next attempt does
- * not start a millisecond before the lower bound, and has started once the clock passes the upper bound, at its
- * runAt exactly. With `jitter` (the Random value the queue draws) the delay is pinned down exactly.
+ * A job that fails three times and then succeeds (maxAttempts 4), with retryBaseMs 1000 and retryMaxMs 3000 (so
+ * the third delay, nominally 4000 × [0.8, 1.2], is capped to 3000). Each delay must lie in base·2^(n-1) × [0.8, 1.2],
+ * capped: the next attempt does not start a millisecond before the lower bound, and has started once the clock
+ * passes the upper bound, at its runAt exactly. With a `random` pinned at 0 or 1 (`exact` "low" or "high") the
+ * jitter is at its bound, so the delay is exactly the lower or upper bound.
  */
 const backoff = (random: Random.Random | undefined, exact: "low" | "high" | undefined) =>
   Effect.gen(function* () {
@@ -1012,7 +1014,9 @@ describe("retention", () => {
               )
               const jobs = yield* queue.submitMany(requests)
               firstJob ??= jobs[0]
-              for (const job of jobs) yield* queue.await(job.id)
+              // One worker is free and serves them in order: the last to start is the last to finish.
+              yield* queue.await(jobs[jobs.length - 1]!.id)
+              expect(finishedInOrder.length).toBe(done + chunk)
               if (done % 20_000 === 0 || done + chunk === total) {
                 const kept = yield* listAll(queue, { status: ["completed", "failed", "cancelled"] })
                 expect(kept.length).toBe(Math.min(100, done + chunk))

@@ -790,7 +790,8 @@ describe("JobQueue.layerConfig", () => {
         retryMaxMs: 60_000,
         retentionMs: 86_400_000,
         retentionMax: 10_000,
-        maxPending: 100_000
+        maxPending: 100_000,
+        leaseMs: 30_000
       })
     })
   )
@@ -805,7 +806,8 @@ describe("JobQueue.layerConfig", () => {
         ["APP_JOB_RETRY_MAX_MS", "400"],
         ["APP_JOB_RETENTION_MS", "0"],
         ["APP_JOB_RETENTION_MAX", "3"],
-        ["APP_JOB_MAX_PENDING", "9"]
+        ["APP_JOB_MAX_PENDING", "9"],
+        ["APP_JOB_LEASE_MS", "500"]
       ])
       expect(options).toEqual({
         maxConcurrent: 7,
@@ -816,7 +818,8 @@ describe("JobQueue.layerConfig", () => {
         retryMaxMs: 400,
         retentionMs: 0,
         retentionMax: 3,
-        maxPending: 9
+        maxPending: 9,
+        leaseMs: 500
       })
     })
   )
@@ -831,7 +834,8 @@ describe("JobQueue.layerConfig", () => {
     ["APP_JOB_RETRY_MAX_MS", "x"],
     ["APP_JOB_RETENTION_MS", "-1"],
     ["APP_JOB_RETENTION_MAX", "-1"],
-    ["APP_JOB_MAX_PENDING", "0"]
+    ["APP_JOB_MAX_PENDING", "0"],
+    ["APP_JOB_LEASE_MS", "10"]
   ] as const)("fails to build when %s=%s, naming the variable", ([name, value]) =>
     Effect.gen(function* () {
       const error = yield* Effect.flip(optionsFrom([[name, value]]))

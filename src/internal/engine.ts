@@ -104,12 +104,7 @@ export const make = (options: JobQueueOptions) =>
     const store = yield* JobStore
     const handlers = yield* JobHandlers
     const clock = yield* Effect.clock
-    const ready = new ReadyQueue(
-      (type) =>
-        options.concurrencyByType[type] ??
-        options.concurrencyByType[typeEnvName(type)] ??
-        Number.POSITIVE_INFINITY
-    )
+    const ready = new ReadyQueue((type) => limitOf(type))
     const delayed = new DelayedJobs()
     const wakeScheduler = yield* Queue.sliding<void>(1)
     const pubsub = yield* PubSub.sliding<JobEvent>(eventBufferSize)
@@ -126,6 +121,20 @@ export const make = (options: JobQueueOptions) =>
     )
     let subscribers = 0
     let shuttingDown = false
+    // Durable stores: jobs are claimed from the store under this node's lease and handed to workers.
+    const durable = store.durable
+    const owner = crypto.randomUUID()
+    const claimed = yield* Queue.unbounded<Job>()
+    const wakeDispatcher = yield* Queue.sliding<void>(1)
+    const inFlightByType = new Map<string, number>()
+    let inFlight = 0
+    const limitOf = (type: string): number =>
+      options.concurrencyByType[type] ??
+      options.concurrencyByType[typeEnvName(type)] ??
+      Number.POSITIVE_INFINITY
+    const wake = () => {
+      wakeDispatcher.unsafeOffer(undefined)
+    }
 
     const now = () => new Date(clock.unsafeCurrentTimeMillis())
 
@@ -145,12 +154,14 @@ export const make = (options: JobQueueOptions) =>
         waiters.delete(job.id)
         for (const deferred of list) Deferred.unsafeDone(deferred, Exit.succeed(job))
       }
-      return Effect.asVoid(store.prune(retention, now()))
+      // A durable store is pruned by the periodic sweep only: a delete per finished job would cost a round trip.
+      return durable ? Effect.void : Effect.asVoid(store.prune(retention, now()))
     }
 
     const schedule = (job: Job, at: number): void => {
       if (job.runAt.getTime() <= at) {
-        ready.offer(job.id, job.type, job.priority)
+        if (durable) wake()
+        else ready.offer(job.id, job.type, job.priority)
         return
       }
       const before = delayed.nextDueAt()
@@ -362,6 +373,8 @@ export const make = (options: JobQueueOptions) =>
       if (!Cause.isInterruptedOnly(exit.cause)) return fail(job, exit.cause)
       if (record.cancelled) return Effect.void
       if (!shuttingDown) return fail(job, exit.cause)
+      // A durable store keeps the job for another node (or the next start): hand it back, attempts kept.
+      if (durable) return Effect.asVoid(store.release(owner, [job.id], now()))
       return Effect.flatMap(
         store.transition(job.id, "cancelled", { error: shutdownReason }, now()),
         (transition) => (transition._tag === "Moved" ? finished(transition.job) : Effect.void)
@@ -434,10 +447,110 @@ export const make = (options: JobQueueOptions) =>
       )
     )
 
+    const runClaimed = (
+      self: Fiber.RuntimeFiber<unknown, unknown>,
+      job: Job,
+      restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+    ): Effect.Effect<void> => {
+      const record: RunningJob = { fiber: self, cancelled: false }
+      running.set(job.id, record)
+      return Effect.ensuring(
+        execute(job, record, restore),
+        Effect.sync(() => {
+          running.delete(job.id)
+          inFlight--
+          inFlightByType.set(job.type, (inFlightByType.get(job.type) ?? 1) - 1)
+          wake()
+          if (shuttingDown && running.size === 0) Deferred.unsafeDone(drained, Exit.void)
+        })
+      )
+    }
+
+    const durableWorker: Effect.Effect<void> = Effect.withFiberRuntime((self) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.whileLoop({
+          while: () => !shuttingDown,
+          body: () =>
+            Effect.flatMap(restore(Queue.take(claimed)), (job) =>
+              shuttingDown ? Queue.offer(claimed, job) : runClaimed(self, job, restore)
+            ),
+          step: () => {}
+        })
+      )
+    )
+
+    // Claims due jobs for the free slots: in one batch, or one at a time when a type has a limit (so the limit holds
+    // and priority order stays global).
+    const claimFree: Effect.Effect<number> = Effect.suspend(() => {
+      const free = options.maxConcurrent - inFlight
+      if (free <= 0 || shuttingDown) return Effect.succeed(0)
+      const types = handlers.types().filter((type) => (inFlightByType.get(type) ?? 0) < limitOf(type))
+      if (types.length === 0) return Effect.succeed(0)
+      const limited = types.some((type) => limitOf(type) !== Number.POSITIVE_INFINITY)
+      const at = now()
+      const leaseUntil = new Date(at.getTime() + options.leaseMs)
+      return Effect.map(
+        store.claim({ limit: limited ? 1 : free, now: at, owner, leaseUntil, types }),
+        (jobs) => {
+          for (const job of jobs) {
+            inFlight++
+            inFlightByType.set(job.type, (inFlightByType.get(job.type) ?? 0) + 1)
+            publish("started", job)
+            claimed.unsafeOffer(job)
+          }
+          return jobs.length
+        }
+      )
+    })
+
+    // Waits for a reason to claim (a local submit, a freed slot, a due retry) or the poll interval, which also picks
+    // up work submitted by other nodes.
+    const dispatcher: Effect.Effect<never> = Effect.forever(
+      Effect.flatMap(claimFree, (claimedNow) =>
+        claimedNow > 0
+          ? Effect.void
+          : Effect.raceFirst(
+              Queue.take(wakeDispatcher),
+              Effect.sleep(Duration.millis(options.pollIntervalMs))
+            )
+      )
+    )
+
+    // Extends the leases of the jobs running here; a job whose lease this node no longer holds (cancelled on another
+    // node, or taken back) is interrupted here.
+    const heartbeat: Effect.Effect<void> = Effect.suspend(() => {
+      const ids = Array.from(running.keys()) as Array<JobId>
+      if (ids.length === 0) return Effect.void
+      const at = now()
+      return Effect.map(store.heartbeat(owner, ids, new Date(at.getTime() + options.leaseMs)), (held) => {
+        const kept = new Set<string>(held)
+        for (const id of ids) {
+          const record = running.get(id)
+          if (kept.has(id) || record === undefined || record.cancelled) continue
+          record.cancelled = true
+          record.fiber.unsafeInterruptAsFork(FiberId.none)
+        }
+      })
+    })
+
+    // Takes back jobs whose node died (their lease ran out): pending again for a retry, or failed when out of attempts.
+    const recover: Effect.Effect<void> = Effect.flatMap(
+      Effect.suspend(() => store.recoverExpired(now())),
+      (jobs) =>
+        Effect.forEach(jobs, (job) => {
+          if (job.status === "pending") {
+            publish("retrying", job)
+            wake()
+            return Effect.void
+          }
+          return finished(job)
+        })
+    )
+
     const slot: Effect.Effect<void> = Effect.whileLoop({
       while: () => !shuttingDown,
       body: () =>
-        Effect.flatMap(Effect.fork(worker), (fiber) => {
+        Effect.flatMap(Effect.fork(durable ? durableWorker : worker), (fiber) => {
           workers.add(fiber)
           return Effect.ensuring(
             Fiber.await(fiber),
@@ -450,10 +563,13 @@ export const make = (options: JobQueueOptions) =>
     const scheduler: Effect.Effect<never> = Effect.forever(
       Effect.suspend(() => {
         const at = clock.unsafeCurrentTimeMillis()
-        for (const entry of delayed.takeDue(at)) ready.offer(entry.id, entry.type, entry.priority)
+        for (const entry of delayed.takeDue(at)) {
+          if (durable) wake()
+          else ready.offer(entry.id, entry.type, entry.priority)
+        }
         const next = delayed.nextDueAt()
-        const wake = Queue.take(wakeScheduler)
-        return next === undefined ? wake : Effect.raceFirst(Effect.sleep(Duration.millis(next - at)), wake)
+        const woken = Queue.take(wakeScheduler)
+        return next === undefined ? woken : Effect.raceFirst(Effect.sleep(Duration.millis(next - at)), woken)
       })
     )
 
@@ -497,7 +613,14 @@ export const make = (options: JobQueueOptions) =>
         return Effect.flatMap(store.get(id), (job) => {
           if (job._tag === "None") return Effect.zipRight(forget, Effect.fail(JobNotFound.of(id)))
           if (isTerminal(job.value.status)) return Effect.as(forget, job.value)
-          return Deferred.await(deferred)
+          if (!durable) return Deferred.await(deferred)
+          // Another node may finish it: watch the store too.
+          const polled: Effect.Effect<Job> = get(id).pipe(
+            Effect.delay(Duration.millis(options.pollIntervalMs)),
+            Effect.repeat({ until: (job) => isTerminal(job.status) }),
+            Effect.orElse(() => Deferred.await(deferred))
+          )
+          return Effect.raceFirst(Deferred.await(deferred), polled)
         }).pipe(Effect.onInterrupt(() => forget))
       })
 
@@ -573,6 +696,15 @@ export const make = (options: JobQueueOptions) =>
       }
       const interrupted = running.size
       yield* Fiber.interruptAll(Array.from(workers))
+      if (durable) {
+        const unstarted = yield* Queue.takeAll(claimed)
+        if (unstarted.length > 0)
+          yield* store.release(
+            owner,
+            Array.from(unstarted, (job) => job.id),
+            now()
+          )
+      }
       let cancelledPending = 0
       if (!store.durable) {
         for (const entry of [...ready.drain(), ...delayed.drain()]) {
@@ -589,8 +721,11 @@ export const make = (options: JobQueueOptions) =>
         }
       }
       yield* Effect.logInfo(
-        `JobQueue shut down: ${busy - interrupted} of ${busy} running job(s) finished in the grace period, ` +
-          `${interrupted} interrupted and cancelled, ${cancelledPending} pending job(s) cancelled`
+        durable
+          ? `JobQueue shut down: ${busy - interrupted} of ${busy} running job(s) finished in the grace period, ` +
+              `${interrupted} interrupted and handed back to the store, pending jobs left pending`
+          : `JobQueue shut down: ${busy - interrupted} of ${busy} running job(s) finished in the grace period, ` +
+              `${interrupted} interrupted and cancelled, ${cancelledPending} pending job(s) cancelled`
       )
     })
 
@@ -599,6 +734,19 @@ export const make = (options: JobQueueOptions) =>
         [
           ...Array.from({ length: options.maxConcurrent }, () => slot),
           scheduler,
+          ...(durable
+            ? [
+                dispatcher,
+                Effect.repeat(
+                  heartbeat,
+                  Schedule.spaced(Duration.millis(Math.min(Math.floor(options.leaseMs / 3), 1000)))
+                ),
+                Effect.repeat(
+                  recover,
+                  Schedule.spaced(Duration.millis(Math.max(Math.floor(options.leaseMs / 2), 50)))
+                )
+              ]
+            : []),
           Effect.repeat(
             Effect.suspend(() => store.prune(retention, now())),
             Schedule.spaced(Duration.millis(Math.min(Math.max(options.retentionMs, 1000), 60_000)))

@@ -1,0 +1,593 @@
+/**
+ * The SQL adapter of the `JobStore` port: one module over `@effect/sql`'s `SqlClient`, for SQLite and PostgreSQL.
+ * Records outlive the process (`durable: true`), and several processes may share one database: claims hand a job to
+ * one claimer only (on PostgreSQL with `FOR UPDATE SKIP LOCKED`), and leases let a crashed node's jobs be recovered.
+ *
+ * Dates are stored as epoch milliseconds (SQLite `INTEGER`) or `timestamptz` (PostgreSQL), both exact to the
+ * millisecond; metadata and results as JSON text (SQLite) or `jsonb` (PostgreSQL). Besides a column per job field,
+ * the `jobs` table has `seq` (insert order, for FIFO claims), `lease_owner` and `lease_until` (who runs a claimed job,
+ * and until when), and `previous_status` (set by every move, so one `UPDATE ... RETURNING` reports where the job moved
+ * from). The schema is created by the migrations below, run when the store is made. Database errors are defects: the
+ * port has no error channel for them (deadlocks and serialization failures are retried first).
+ */
+import * as Migrator from "@effect/sql/Migrator"
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import type { Fragment, Statement } from "@effect/sql/Statement"
+import { type ConfigError, Data, Effect, Layer, Option, Redacted } from "effect"
+import {
+  canTransition,
+  Job,
+  type JobId,
+  type JobStage,
+  type JobStatus,
+  JobStatuses,
+  type Json,
+  type JsonObject
+} from "./domain/Job.js"
+import { cursorAfter, JobPage, type JobQuery, PageLimits, parseCursor } from "./domain/JobPage.js"
+import {
+  type ClaimOptions,
+  type Inserted,
+  invalidCursor,
+  JobStore,
+  type JobStoreService,
+  leaseExpiredError,
+  type ProgressPatch,
+  queueFull,
+  type RetentionPolicy,
+  type Transition,
+  type TransitionDetail
+} from "./JobStore.js"
+
+/** The table that records which of this store's migrations have run (apart from any migrations of the app). */
+export const migrationsTable = "effect_job_queue_migrations"
+
+const statusCheck = `CHECK (status IN (${JobStatuses.map((status) => `'${status}'`).join(", ")}))`
+
+/** The store's migrations, in code: run in order, each once, by {@link migrate}. */
+export const migrations: Migrator.Loader = Migrator.fromRecord({
+  "1_create_jobs": Effect.gen(function* () {
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    yield* sql.onDialectOrElse({
+      pg: () => sql`CREATE TABLE jobs (
+        seq bigint GENERATED ALWAYS AS IDENTITY,
+        id uuid PRIMARY KEY,
+        type text NOT NULL,
+        status text NOT NULL ${sql.literal(statusCheck)},
+        stage text NOT NULL,
+        progress double precision NOT NULL,
+        message text,
+        metadata jsonb NOT NULL,
+        result jsonb NOT NULL,
+        error text,
+        last_error text,
+        priority bigint NOT NULL,
+        attempts bigint NOT NULL,
+        max_attempts bigint NOT NULL,
+        timeout_ms bigint,
+        idempotency_key text,
+        run_at timestamptz NOT NULL,
+        created_at timestamptz NOT NULL,
+        started_at timestamptz,
+        finished_at timestamptz,
+        updated_at timestamptz NOT NULL,
+        lease_owner text,
+        lease_until timestamptz,
+        previous_status text
+      )`,
+      orElse: () => sql`CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        status TEXT NOT NULL ${sql.literal(statusCheck)},
+        stage TEXT NOT NULL,
+        progress REAL NOT NULL,
+        message TEXT,
+        metadata TEXT NOT NULL,
+        result TEXT NOT NULL,
+        error TEXT,
+        last_error TEXT,
+        priority INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        max_attempts INTEGER NOT NULL,
+        timeout_ms INTEGER,
+        idempotency_key TEXT,
+        run_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        updated_at INTEGER NOT NULL,
+        lease_owner TEXT,
+        lease_until INTEGER,
+        previous_status TEXT
+      )`
+    })
+    // The claim path: due pending jobs, highest priority first, then in insert order.
+    yield* sql`CREATE INDEX jobs_claim_idx ON jobs (status, run_at, priority DESC, seq)`
+    // The list path, unfiltered and by status: newest first, ties by id.
+    yield* sql`CREATE INDEX jobs_created_idx ON jobs (created_at DESC, id DESC)`
+    yield* sql`CREATE INDEX jobs_status_created_idx ON jobs (status, created_at DESC, id DESC)`
+    // One job per idempotency key, enforced by the database so concurrent inserts cannot both win.
+    yield* sql`CREATE UNIQUE INDEX jobs_idempotency_key_idx ON jobs (idempotency_key)
+      WHERE idempotency_key IS NOT NULL`
+    // Retention (finished jobs, earliest finished first) and lease recovery (running jobs under a lease).
+    yield* sql`CREATE INDEX jobs_finished_idx ON jobs (finished_at, seq) WHERE finished_at IS NOT NULL`
+    yield* sql`CREATE INDEX jobs_lease_idx ON jobs (lease_until) WHERE lease_until IS NOT NULL`
+  })
+})
+
+/** Runs the store's pending migrations (in a transaction; on PostgreSQL under a lock, so nodes may race here). */
+export const migrate: Effect.Effect<
+  ReadonlyArray<readonly [id: number, name: string]>,
+  Migrator.MigrationError | SqlError,
+  SqlClient.SqlClient
+> = Migrator.make({})({ loader: migrations, table: migrationsTable })
+
+/** A row of the `jobs` table, as the driver returns it. */
+type Row = { readonly [column: string]: unknown }
+
+const terminal: ReadonlyArray<JobStatus> = JobStatuses.filter(
+  (status) => !JobStatuses.some((to) => canTransition(status, to))
+)
+
+/** The statuses a job may move to `to` from (the transition rule, read backwards). */
+const sources = (to: JobStatus): ReadonlyArray<JobStatus> =>
+  JobStatuses.filter((from) => canTransition(from, to))
+
+// Rows per INSERT statement: well under SQLite's and PostgreSQL's bound-parameter limits at 21 columns a row.
+const insertChunk = 500
+
+const readDate = (value: unknown): Date => (value instanceof Date ? value : new Date(Number(value)))
+const readNullableDate = (value: unknown): Date | null =>
+  value === null || value === undefined ? null : readDate(value)
+const readNullableString = (value: unknown): string | null =>
+  value === null || value === undefined ? null : String(value)
+
+/**
+ * The statements the SQL store runs, built for one client's dialect. The store is made from them; they are exported
+ * so that tests can check their query plans (that the claim and list queries use their indexes).
+ */
+export const statements = (client: SqlClient.SqlClient) => {
+  const sql = client.withoutTransforms()
+  const pg = sql.onDialectOrElse({ pg: () => true, orElse: () => false })
+  /** A time as a parameter: a `Date` for `timestamptz`, epoch ms for SQLite's `INTEGER`. */
+  const time: (date: Date) => Date | number = pg ? (date) => date : (date) => date.getTime()
+  /** A JSON column as read: `pg` parses `jsonb` itself, SQLite returns the text. */
+  const readJson: (value: unknown) => Json = pg
+    ? (value) => (value === undefined ? null : (value as Json))
+    : (value) => (value === null || value === undefined ? null : (JSON.parse(String(value)) as Json))
+
+  const decode = (row: Row): Job =>
+    new Job(
+      {
+        id: String(row.id) as JobId,
+        type: String(row.type),
+        status: row.status as JobStatus,
+        stage: row.stage as JobStage,
+        progress: Number(row.progress),
+        message: readNullableString(row.message),
+        metadata: readJson(row.metadata) as JsonObject,
+        result: readJson(row.result),
+        error: readNullableString(row.error),
+        lastError: readNullableString(row.last_error),
+        priority: Number(row.priority),
+        attempts: Number(row.attempts),
+        maxAttempts: Number(row.max_attempts),
+        timeoutMs: row.timeout_ms === null || row.timeout_ms === undefined ? null : Number(row.timeout_ms),
+        idempotencyKey: readNullableString(row.idempotency_key),
+        runAt: readDate(row.run_at),
+        createdAt: readDate(row.created_at),
+        startedAt: readNullableDate(row.started_at),
+        finishedAt: readNullableDate(row.finished_at),
+        updatedAt: readDate(row.updated_at)
+      },
+      true
+    )
+
+  const encode = (job: Job) => ({
+    id: job.id,
+    type: job.type,
+    status: job.status,
+    stage: job.stage,
+    progress: job.progress,
+    message: job.message,
+    metadata: JSON.stringify(job.metadata),
+    result: JSON.stringify(job.result),
+    error: job.error,
+    last_error: job.lastError,
+    priority: job.priority,
+    attempts: job.attempts,
+    max_attempts: job.maxAttempts,
+    timeout_ms: job.timeoutMs,
+    idempotency_key: job.idempotencyKey,
+    run_at: time(job.runAt),
+    created_at: time(job.createdAt),
+    started_at: job.startedAt === null ? null : time(job.startedAt),
+    finished_at: job.finishedAt === null ? null : time(job.finishedAt),
+    updated_at: time(job.updatedAt)
+  })
+
+  /** What a move to `to` writes besides the status (the effects of `applyTransition`, as SQL). */
+  const moveEffects = (to: JobStatus, detail: TransitionDetail, now: Date): Fragment => {
+    switch (to) {
+      case "running":
+        return sql`attempts = attempts + 1, started_at = ${time(now)}`
+      case "pending":
+        return sql`stage = 'queued', progress = 0, message = NULL, last_error = ${detail.error ?? null},
+          run_at = ${time(detail.runAt ?? now)}`
+      case "completed":
+        return sql`progress = 100, result = ${JSON.stringify(detail.result ?? null)}, finished_at = ${time(now)}`
+      case "failed":
+        return sql`error = ${detail.error ?? null}, last_error = ${detail.error ?? null}, finished_at = ${time(now)}`
+      case "cancelled":
+        return sql`error = ${detail.error ?? null}, finished_at = ${time(now)}`
+    }
+  }
+
+  // `previous_status = status` is evaluated on the row as it was, so RETURNING tells where the job moved from.
+  const transition = (id: JobId, to: JobStatus, detail: TransitionDetail, now: Date): Statement<Row> =>
+    sql<Row>`UPDATE jobs SET previous_status = status, status = ${to}, updated_at = ${time(now)},
+      lease_owner = NULL, lease_until = NULL, ${moveEffects(to, detail, now)}
+      WHERE id = ${id} AND status IN ${sql.in(sources(to))}
+      RETURNING *`
+
+  const claim = (options: ClaimOptions): Statement<Row> => {
+    const due = sql.and([
+      sql`status = 'pending'`,
+      sql`run_at <= ${time(options.now)}`,
+      ...(options.types === undefined ? [] : [sql`type IN ${sql.in(options.types)}`])
+    ])
+    const set = sql`previous_status = status, status = 'running', attempts = attempts + 1,
+      started_at = ${time(options.now)}, updated_at = ${time(options.now)},
+      lease_owner = ${options.owner}, lease_until = ${time(options.leaseUntil)}`
+    return sql.onDialectOrElse({
+      // Rows another claimer has locked are skipped, not waited for: concurrent claimers take disjoint jobs. The
+      // locking SELECT is a materialized CTE so it runs once: as an `IN (...)` subquery the planner may run it again
+      // per row, and a second run skips the rows this statement has just updated and locks further ones.
+      pg: () => sql<Row>`WITH claimed AS MATERIALIZED (
+          SELECT id FROM jobs WHERE ${due}
+          ORDER BY priority DESC, seq
+          LIMIT ${options.limit}
+          FOR UPDATE SKIP LOCKED
+        )
+        UPDATE jobs SET ${set}
+        FROM claimed WHERE jobs.id = claimed.id
+        RETURNING jobs.*`,
+      // SQLite runs one writer at a time: the statement is atomic as it stands.
+      orElse: () => sql<Row>`UPDATE jobs SET ${set}
+        WHERE seq IN (
+          SELECT seq FROM jobs WHERE ${due}
+          ORDER BY priority DESC, seq
+          LIMIT ${options.limit}
+        )
+        RETURNING *`
+    })
+  }
+
+  const list = (
+    query: JobQuery,
+    after: { readonly createdAt: number; readonly id: string } | undefined,
+    limit: number
+  ): Statement<Row> => {
+    const where: Array<Fragment> = []
+    if (query.status !== undefined && query.status.length > 0)
+      where.push(sql`status IN ${sql.in(query.status)}`)
+    if (query.type !== undefined && query.type.length > 0) where.push(sql`type IN ${sql.in(query.type)}`)
+    if (after !== undefined)
+      where.push(sql`(created_at, id) < (${time(new Date(after.createdAt))}, ${after.id})`)
+    return sql<Row>`SELECT * FROM jobs WHERE ${sql.and(where)} ORDER BY created_at DESC, id DESC LIMIT ${limit}`
+  }
+
+  const pendingCount: Statement<Row> = sql<Row>`SELECT COUNT(*) AS n FROM jobs WHERE status = 'pending'`
+
+  return { sql, pg, time, decode, encode, transition, claim, list, pendingCount } as const
+}
+
+const isTransient = (error: SqlError): boolean => {
+  const code = (error.cause as { readonly code?: unknown } | undefined)?.code
+  // PostgreSQL: deadlock detected, serialization failure; SQLite: the database stayed locked past the busy timeout.
+  return code === "40P01" || code === "40001" || code === "SQLITE_BUSY"
+}
+
+/** Retries what a transient database conflict aborted, and turns every other database error into a defect. */
+const run = <A, E>(effect: Effect.Effect<A, E | SqlError>): Effect.Effect<A, Exclude<E, SqlError>> =>
+  effect.pipe(
+    Effect.retry({
+      times: 5,
+      while: (error) =>
+        (error as { readonly _tag?: unknown })._tag === "SqlError" && isTransient(error as SqlError)
+    }),
+    Effect.catchIf(
+      (error): error is SqlError => (error as { readonly _tag?: unknown })._tag === "SqlError",
+      (error) => Effect.die(error)
+    )
+  ) as Effect.Effect<A, Exclude<E, SqlError>>
+
+/** An idempotency key's holder vanished between the insert and the read (pruned meanwhile): the insert is retried. */
+class HolderVanished {
+  readonly _tag = "HolderVanished"
+}
+
+/**
+ * Makes the SQL store over the `SqlClient` in context (SQLite or PostgreSQL), after running its migrations.
+ * The client's name transforms, if any, are bypassed: the store names its own columns.
+ */
+export const make: Effect.Effect<JobStoreService, SqlError | Migrator.MigrationError, SqlClient.SqlClient> =
+  Effect.gen(function* () {
+    const client = yield* SqlClient.SqlClient
+    const supported = client.onDialectOrElse({ pg: () => true, sqlite: () => true, orElse: () => false })
+    if (!supported) return yield* Effect.dieMessage("SqlJobStore supports SQLite and PostgreSQL only")
+    yield* migrate
+    const q = statements(client)
+    const { sql, time, decode } = q
+
+    const fetch = (id: JobId) =>
+      Effect.map(sql<Row>`SELECT * FROM jobs WHERE id = ${id}`, (rows) =>
+        rows[0] === undefined ? Option.none() : Option.some(decode(rows[0]))
+      )
+
+    const insertOnce = (batch: ReadonlyArray<Job>, maxPending: number) =>
+      Effect.gen(function* () {
+        const created = new Set<string>()
+        for (let start = 0; start < batch.length; start += insertChunk) {
+          const rows =
+            yield* sql<Row>`INSERT INTO jobs ${sql.insert(batch.slice(start, start + insertChunk).map(q.encode))}
+            ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            RETURNING id`
+          for (const row of rows) created.add(String(row.id).toLowerCase())
+        }
+        let added = 0
+        const keys: Array<string> = []
+        for (const job of batch) {
+          if (created.has(job.id.toLowerCase())) {
+            if (job.status === "pending") added++
+          } else if (job.idempotencyKey !== null) keys.push(job.idempotencyKey)
+        }
+        if (added > 0) {
+          // Concurrent inserts count one after another, so together they cannot pass the limit.
+          if (q.pg)
+            yield* sql`SELECT pg_advisory_xact_lock(hashtext('effect-job-queue'), hashtext(current_schema()))`
+          const [row] = yield* q.pendingCount
+          if (Number(row?.n) > maxPending) return yield* queueFull(maxPending)
+        }
+        const holders = new Map<string, Job>()
+        if (keys.length > 0) {
+          const rows = yield* sql<Row>`SELECT * FROM jobs WHERE idempotency_key IN ${sql.in(keys)}`
+          for (const row of rows) holders.set(String(row.idempotency_key), decode(row))
+        }
+        const results: Array<Inserted> = []
+        for (const job of batch) {
+          if (created.has(job.id.toLowerCase())) {
+            results.push({ job, created: true })
+            continue
+          }
+          const holder = job.idempotencyKey === null ? undefined : holders.get(job.idempotencyKey)
+          if (holder === undefined) return yield* Effect.fail(new HolderVanished())
+          results.push({ job: holder, created: false })
+        }
+        return results as ReadonlyArray<Inserted>
+      }).pipe(sql.withTransaction)
+
+    const insert: JobStoreService["insert"] = (batch, maxPending) =>
+      batch.length === 0
+        ? Effect.succeed([])
+        : run(insertOnce(batch, maxPending)).pipe(
+            Effect.retry({ times: 5, while: (error) => error instanceof HolderVanished }),
+            Effect.catchIf(
+              (error): error is HolderVanished => error instanceof HolderVanished,
+              () =>
+                Effect.dieMessage("an idempotency key's job vanished while inserting, five times in a row")
+            )
+          )
+
+    const list: JobStoreService["list"] = (query) =>
+      Effect.suspend(() => {
+        let after: { readonly createdAt: number; readonly id: string } | undefined
+        if (query.cursor !== undefined) {
+          after = parseCursor(query.cursor)
+          if (after === undefined) return Effect.fail(invalidCursor(query.cursor))
+        }
+        const limit = Math.max(1, Math.min(query.limit ?? PageLimits.default, PageLimits.max))
+        return run(
+          Effect.map(q.list(query, after, limit + 1), (rows) => {
+            const items = rows.slice(0, limit).map(decode)
+            const last = items[items.length - 1]
+            return new JobPage(
+              { items, nextCursor: rows.length > limit && last !== undefined ? cursorAfter(last) : null },
+              true
+            )
+          })
+        )
+      })
+
+    const transition: JobStoreService["transition"] = (id, to, detail, now) =>
+      run(
+        Effect.flatMap(q.transition(id, to, detail, now), ([row]) =>
+          row !== undefined
+            ? Effect.succeed<Transition>({
+                _tag: "Moved",
+                from: row.previous_status as JobStatus,
+                job: decode(row)
+              })
+            : Effect.map(
+                fetch(id),
+                Option.match({
+                  onNone: (): Transition => ({ _tag: "NotFound" }),
+                  onSome: (job): Transition => ({ _tag: "Refused", job })
+                })
+              )
+        )
+      )
+
+    const progress = (id: JobId, patch: ProgressPatch, now: Date) => {
+      const set: Array<Fragment> = [sql`updated_at = ${time(now)}`]
+      if (patch.stage !== undefined) set.push(sql`stage = ${patch.stage}`)
+      if (patch.progress !== undefined) set.push(sql`progress = ${patch.progress}`)
+      if (patch.message !== undefined) set.push(sql`message = ${patch.message}`)
+      return run(
+        Effect.map(
+          sql<Row>`UPDATE jobs SET ${sql.csv(set)} WHERE id = ${id} AND status = 'running' RETURNING *`,
+          ([row]) => (row === undefined ? Option.none() : Option.some(decode(row)))
+        )
+      )
+    }
+
+    const prune = (policy: RetentionPolicy, now: Date) =>
+      run(
+        Effect.gen(function* () {
+          let pruned = 0
+          if (Number.isFinite(policy.maxAgeMs)) {
+            const oldest = new Date(now.getTime() - policy.maxAgeMs)
+            const aged = yield* sql`DELETE FROM jobs
+              WHERE finished_at IS NOT NULL AND finished_at <= ${time(oldest)} AND status IN ${sql.in(terminal)}
+              RETURNING seq`
+            pruned += aged.length
+          }
+          if (Number.isFinite(policy.maxCount)) {
+            const keep = Math.max(0, Math.floor(policy.maxCount))
+            const finished = sql`SELECT seq FROM jobs WHERE finished_at IS NOT NULL AND status IN ${sql.in(terminal)}
+              ORDER BY finished_at DESC, seq DESC`
+            const over = yield* sql.onDialectOrElse({
+              pg: () => sql`DELETE FROM jobs WHERE id IN (
+                SELECT id FROM jobs WHERE finished_at IS NOT NULL AND status IN ${sql.in(terminal)}
+                ORDER BY finished_at DESC, seq DESC OFFSET ${keep}
+              ) RETURNING seq`,
+              orElse: () =>
+                sql`DELETE FROM jobs WHERE seq IN (${finished} LIMIT -1 OFFSET ${keep}) RETURNING seq`
+            })
+            pruned += over.length
+          }
+          return pruned
+        }).pipe(sql.withTransaction)
+      )
+
+    const claim: JobStoreService["claim"] = (options) =>
+      options.limit < 1 || options.types?.length === 0
+        ? Effect.succeed([])
+        : run(
+            Effect.map(q.claim({ ...options, limit: Math.floor(options.limit) }), (rows) =>
+              [...rows]
+                .sort((a, b) => Number(b.priority) - Number(a.priority) || Number(a.seq) - Number(b.seq))
+                .map(decode)
+            )
+          )
+
+    const heartbeat: JobStoreService["heartbeat"] = (owner, ids, leaseUntil) =>
+      ids.length === 0
+        ? Effect.succeed([])
+        : run(
+            Effect.map(
+              sql<Row>`UPDATE jobs SET lease_until = ${time(leaseUntil)}
+                WHERE status = 'running' AND lease_owner = ${owner} AND id IN ${sql.in(ids)}
+                RETURNING id`,
+              (rows) => {
+                const held = new Set(rows.map((row) => String(row.id).toLowerCase()))
+                return ids.filter((id) => held.has(id.toLowerCase()))
+              }
+            )
+          )
+
+    // A stalled job (its process died) is retried while attempts remain, and once more beyond them: a stall is the
+    // process's fault, not the job's. A second stall with no attempts left fails it, so a job that crashes its
+    // process cannot loop forever.
+    const retry = sql`(attempts < max_attempts OR last_error IS NULL OR last_error <> ${leaseExpiredError})`
+    const recoverExpired: JobStoreService["recoverExpired"] = (now) =>
+      run(
+        Effect.map(
+          sql<Row>`UPDATE jobs SET previous_status = status,
+            status = CASE WHEN ${retry} THEN 'pending' ELSE 'failed' END,
+            stage = CASE WHEN ${retry} THEN 'queued' ELSE stage END,
+            progress = CASE WHEN ${retry} THEN 0 ELSE progress END,
+            message = CASE WHEN ${retry} THEN NULL ELSE message END,
+            run_at = CASE WHEN ${retry} THEN ${time(now)} ELSE run_at END,
+            error = CASE WHEN ${retry} THEN error ELSE ${leaseExpiredError} END,
+            last_error = ${leaseExpiredError},
+            finished_at = CASE WHEN ${retry} THEN finished_at ELSE ${time(now)} END,
+            updated_at = ${time(now)}, lease_owner = NULL, lease_until = NULL
+            WHERE status = 'running' AND lease_until < ${time(now)}
+            RETURNING *`,
+          (rows) => rows.map(decode)
+        )
+      )
+
+    const release: JobStoreService["release"] = (owner, ids, now) =>
+      ids.length === 0
+        ? Effect.succeed([])
+        : run(
+            Effect.map(
+              sql<Row>`UPDATE jobs SET previous_status = status, status = 'pending', stage = 'queued', progress = 0,
+                message = NULL, updated_at = ${time(now)}, lease_owner = NULL, lease_until = NULL
+                WHERE status = 'running' AND lease_owner = ${owner} AND id IN ${sql.in(ids)}
+                RETURNING *`,
+              (rows) => rows.map(decode)
+            )
+          )
+
+    return {
+      durable: true,
+      insert,
+      get: (id) => run(fetch(id)),
+      list,
+      transition,
+      progress,
+      pendingCount: run(Effect.map(q.pendingCount, ([row]) => Number(row?.n ?? 0))),
+      prune,
+      claim,
+      heartbeat,
+      recoverExpired,
+      release
+    } satisfies JobStoreService
+  })
+
+/** The SQL store as a layer over a `SqlClient`; its migrations run when the layer is built. */
+export const layer: Layer.Layer<JobStore, SqlError | Migrator.MigrationError, SqlClient.SqlClient> =
+  Layer.effect(JobStore, make)
+
+/** A database driver (an optional peer dependency) that is not installed. */
+class MissingDriver extends Data.TaggedError("MissingDriver")<{
+  readonly message: string
+  readonly cause: unknown
+}> {}
+
+// The drivers are optional peers: each is loaded only by the layer that needs it.
+const loadDriver = <A>(name: string, load: () => Promise<A>): Effect.Effect<A> =>
+  Effect.orDie(
+    Effect.tryPromise({
+      try: load,
+      catch: (cause) =>
+        new MissingDriver({
+          message: `SqlJobStore needs the optional peer dependency ${name}: npm install ${name}`,
+          cause
+        })
+    })
+  )
+
+/** The SQL store on a SQLite database file (created if missing; WAL mode), through `@effect/sql-sqlite-node`. */
+export const layerSqlite = (
+  filename: string
+): Layer.Layer<JobStore, SqlError | Migrator.MigrationError | ConfigError.ConfigError> =>
+  Layer.unwrapEffect(
+    Effect.map(
+      loadDriver("@effect/sql-sqlite-node", () => import("@effect/sql-sqlite-node/SqliteClient")),
+      (SqliteClient) => Layer.provide(layer, SqliteClient.layer({ filename }))
+    )
+  )
+
+/** The SQL store on a PostgreSQL database given by a connection URL, through `@effect/sql-pg`. */
+export const layerPg = (
+  url: string | Redacted.Redacted<string>
+): Layer.Layer<JobStore, SqlError | Migrator.MigrationError> =>
+  Layer.unwrapEffect(
+    Effect.map(
+      loadDriver("@effect/sql-pg", () => import("@effect/sql-pg/PgClient")),
+      (PgClient) =>
+        Layer.provide(
+          layer,
+          PgClient.layer({
+            url: Redacted.isRedacted(url) ? url : Redacted.make(url),
+            applicationName: "effect-job-queue"
+          })
+        )
+    )
+  )
