@@ -1,4 +1,4 @@
-import { Context, Effect, Layer, Option } from "effect"
+import { Context, Effect, Layer, Option, type Stream } from "effect"
 import { InvalidCursor, QueueFull } from "./domain/errors.js"
 import {
   canTransition,
@@ -71,6 +71,14 @@ export interface ClaimOptions {
   readonly types?: ReadonlyArray<string> | undefined
 }
 
+/** A channel between the processes sharing a store: what one sends, every one (itself included) receives. */
+export interface StoreSignals {
+  /** Sends a short text message (at most a few kilobytes). */
+  readonly send: (message: string) => Effect.Effect<void>
+  /** The messages, from the moment the stream is run. */
+  readonly receive: Stream.Stream<string>
+}
+
 /** The error a job records when its lease ran out: the process that was running it stopped. */
 export const leaseExpiredError = "lease expired: the process running it stopped"
 
@@ -83,6 +91,11 @@ export const leaseExpiredError = "lease expired: the process running it stopped"
 export interface JobStoreService {
   /** Whether records outlive the process (pending jobs are then left pending at shutdown). */
   readonly durable: boolean
+  /**
+   * Messages between the processes that share this store (PostgreSQL LISTEN/NOTIFY), when it has them: the queue
+   * wakes idle nodes with them and relays job events. Absent, nodes poll.
+   */
+  readonly signals?: StoreSignals | undefined
   /**
    * Stores new jobs, all or none. A job whose idempotency key a stored job holds is not stored: that job is returned
    * instead. Fails with `QueueFull` when the new jobs would take the pending count over `maxPending`.

@@ -14,7 +14,7 @@ import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { Fragment, Statement } from "@effect/sql/Statement"
-import { type ConfigError, Data, Effect, Layer, Option, Redacted } from "effect"
+import { type ConfigError, Data, Effect, Layer, Option, Redacted, Stream } from "effect"
 import {
   canTransition,
   Job,
@@ -574,7 +574,13 @@ export const layerSqlite = (
     )
   )
 
-/** The SQL store on a PostgreSQL database given by a connection URL, through `@effect/sql-pg`. */
+/** The LISTEN/NOTIFY channel the nodes sharing a PostgreSQL store talk on. */
+export const signalChannel = "effect_job_queue"
+
+/**
+ * The SQL store on a PostgreSQL database given by a connection URL, through `@effect/sql-pg`, with LISTEN/NOTIFY
+ * signals between the nodes that share it.
+ */
 export const layerPg = (
   url: string | Redacted.Redacted<string>
 ): Layer.Layer<JobStore, SqlError | Migrator.MigrationError> =>
@@ -583,7 +589,21 @@ export const layerPg = (
       loadDriver("@effect/sql-pg", () => import("@effect/sql-pg/PgClient")),
       (PgClient) =>
         Layer.provide(
-          layer,
+          Layer.effect(
+            JobStore,
+            Effect.gen(function* () {
+              const store = yield* make
+              const client = yield* PgClient.PgClient
+              return {
+                ...store,
+                signals: {
+                  // pg_notify, not the client's `notify`: NOTIFY cannot take its payload as a bound parameter.
+                  send: (message) => Effect.orDie(client`SELECT pg_notify(${signalChannel}, ${message})`),
+                  receive: Stream.orDie(client.listen(signalChannel))
+                }
+              } satisfies JobStoreService
+            })
+          ),
           PgClient.layer({
             url: Redacted.isRedacted(url) ? url : Redacted.make(url),
             applicationName: "effect-job-queue"

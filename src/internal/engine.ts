@@ -138,7 +138,24 @@ export const make = (options: JobQueueOptions) =>
 
     const now = () => new Date(clock.unsafeCurrentTimeMillis())
 
-    const publish = (kind: JobEventKind, job: Job): void => {
+    // A background step that fails (a store that is down, say) is logged and retried after a pause; it never takes
+    // the other background fibers down with it.
+    const resilient = <A>(name: string, step: Effect.Effect<A>): Effect.Effect<A | void> =>
+      Effect.catchAllCause(step, (cause) =>
+        Cause.isInterruptedOnly(cause)
+          ? Effect.failCause(cause)
+          : Effect.zipRight(
+              Effect.logError(`JobQueue ${name} failed; retrying`, cause),
+              Effect.sleep(Duration.millis(options.pollIntervalMs))
+            )
+      )
+
+    // Events to relay to the other nodes sharing a store with signals ("kind|id"), and whether to wake them.
+    const signals = store.signals
+    let relay: Array<string> = []
+    let wakeOthers = false
+
+    const publishLocal = (kind: JobEventKind, job: Job): void => {
       if (subscribers === 0) return
       const event = new JobEvent({ kind, job }, true)
       // `unsafeOffer` ignores the sliding strategy: with the buffer full (one subscriber behind) it drops the new
@@ -146,22 +163,32 @@ export const make = (options: JobQueueOptions) =>
       if (!pubsub.unsafeOffer(event)) Effect.runSync(PubSub.publish(pubsub, event))
     }
 
+    const publish = (kind: JobEventKind, job: Job): void => {
+      publishLocal(kind, job)
+      if (signals !== undefined) relay.push(`${kind}|${job.id}`)
+    }
+
+    const notifyWaiters = (job: Job): void => {
+      const list = waiters.get(job.id)
+      if (list === undefined) return
+      waiters.delete(job.id)
+      for (const deferred of list) Deferred.unsafeDone(deferred, Exit.succeed(job))
+    }
+
     // A job reached a final status: tell its waiters and subscribers, and let retention forget old ones.
     const finished = (job: Job): Effect.Effect<void> => {
       publish(job.status as JobEventKind, job)
-      const list = waiters.get(job.id)
-      if (list !== undefined) {
-        waiters.delete(job.id)
-        for (const deferred of list) Deferred.unsafeDone(deferred, Exit.succeed(job))
-      }
+      notifyWaiters(job)
       // A durable store is pruned by the periodic sweep only: a delete per finished job would cost a round trip.
       return durable ? Effect.void : Effect.asVoid(store.prune(retention, now()))
     }
 
     const schedule = (job: Job, at: number): void => {
       if (job.runAt.getTime() <= at) {
-        if (durable) wake()
-        else ready.offer(job.id, job.type, job.priority)
+        if (durable) {
+          wake()
+          wakeOthers = true
+        } else ready.offer(job.id, job.type, job.priority)
         return
       }
       const before = delayed.nextDueAt()
@@ -374,7 +401,10 @@ export const make = (options: JobQueueOptions) =>
       if (record.cancelled) return Effect.void
       if (!shuttingDown) return fail(job, exit.cause)
       // A durable store keeps the job for another node (or the next start): hand it back, attempts kept.
-      if (durable) return Effect.asVoid(store.release(owner, [job.id], now()))
+      if (durable) {
+        wakeOthers = true
+        return Effect.asVoid(store.release(owner, [job.id], now()))
+      }
       return Effect.flatMap(
         store.transition(job.id, "cancelled", { error: shutdownReason }, now()),
         (transition) => (transition._tag === "Moved" ? finished(transition.job) : Effect.void)
@@ -506,8 +536,8 @@ export const make = (options: JobQueueOptions) =>
     // Waits for a reason to claim (a local submit, a freed slot, a due retry) or the poll interval, which also picks
     // up work submitted by other nodes.
     const dispatcher: Effect.Effect<never> = Effect.forever(
-      Effect.flatMap(claimFree, (claimedNow) =>
-        claimedNow > 0
+      Effect.flatMap(resilient("dispatcher", claimFree), (claimedNow) =>
+        typeof claimedNow === "number" && claimedNow > 0
           ? Effect.void
           : Effect.raceFirst(
               Queue.take(wakeDispatcher),
@@ -569,7 +599,11 @@ export const make = (options: JobQueueOptions) =>
         }
         const next = delayed.nextDueAt()
         const woken = Queue.take(wakeScheduler)
-        return next === undefined ? woken : Effect.raceFirst(Effect.sleep(Duration.millis(next - at)), woken)
+        // Timers fire at most 2^31 - 1 ms ahead (about 24.8 days); a later job is looked at again then.
+        const sleep = Effect.sleep(
+          Duration.millis(Math.min(next === undefined ? 0 : next - at, 2_147_483_647))
+        )
+        return next === undefined ? woken : Effect.raceFirst(sleep, woken)
       })
     )
 
@@ -704,6 +738,8 @@ export const make = (options: JobQueueOptions) =>
             Array.from(unstarted, (job) => job.id),
             now()
           )
+        wakeOthers = wakeOthers || unstarted.length > 0
+        if (signals !== undefined) yield* flushSignals(signals)
       }
       let cancelledPending = 0
       if (!store.durable) {
@@ -729,6 +765,74 @@ export const make = (options: JobQueueOptions) =>
       )
     })
 
+    // Sends what this node has to tell the others, coalesced: at most one message a tick (a wake-up, and the job
+    // events of the tick, the latest progress of each job only), each under PostgreSQL's 8000-byte NOTIFY limit.
+    const flushSignals = (channel: NonNullable<typeof signals>): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const messages: Array<string> = []
+        if (wakeOthers) messages.push(`w:${owner}`)
+        wakeOthers = false
+        if (relay.length > 0) {
+          const latestProgress = new Map<string, number>()
+          relay.forEach((entry, i) => {
+            if (entry.startsWith("progress|")) latestProgress.set(entry, i)
+          })
+          const entries = relay.filter(
+            (entry, i) => !entry.startsWith("progress|") || latestProgress.get(entry) === i
+          )
+          relay = []
+          let chunk: Array<string> = []
+          let size = 0
+          for (const entry of entries) {
+            if (size + entry.length > 7000) {
+              messages.push(`e:${owner}:${chunk.join(",")}`)
+              chunk = []
+              size = 0
+            }
+            chunk.push(entry)
+            size += entry.length + 1
+          }
+          if (chunk.length > 0) messages.push(`e:${owner}:${chunk.join(",")}`)
+        }
+        return Effect.forEach(messages, channel.send, { discard: true })
+      })
+
+    // What the other nodes say: wake up for their new work; relay their job events to this node's subscribers and
+    // waiters; a job cancelled elsewhere that runs here stops at once (the heartbeat would catch it within a second).
+    const onSignal = (message: string): Effect.Effect<void> => {
+      if (message.startsWith("w:")) {
+        if (message.slice(2) !== owner) wake()
+        return Effect.void
+      }
+      if (!message.startsWith("e:")) return Effect.void
+      const rest = message.slice(2)
+      const at = rest.indexOf(":")
+      if (at < 0 || rest.slice(0, at) === owner) return Effect.void
+      const entries = rest
+        .slice(at + 1)
+        .split(",")
+        .map((entry) => entry.split("|") as [JobEventKind, string])
+      return Effect.forEach(
+        entries,
+        ([kind, id]) => {
+          if (kind === "cancelled") {
+            const record = running.get(id)
+            if (record !== undefined && !record.cancelled) {
+              record.cancelled = true
+              record.fiber.unsafeInterruptAsFork(FiberId.none)
+            }
+          }
+          if (subscribers === 0 && !waiters.has(id)) return Effect.void
+          return Effect.map(store.get(id as JobId), (job) => {
+            if (job._tag === "None") return
+            publishLocal(kind, job.value)
+            if (isTerminal(job.value.status)) notifyWaiters(job.value)
+          })
+        },
+        { discard: true }
+      )
+    }
+
     const background = yield* Effect.forkScoped(
       Effect.all(
         [
@@ -738,17 +842,36 @@ export const make = (options: JobQueueOptions) =>
             ? [
                 dispatcher,
                 Effect.repeat(
-                  heartbeat,
+                  resilient("heartbeat", heartbeat),
                   Schedule.spaced(Duration.millis(Math.min(Math.floor(options.leaseMs / 3), 1000)))
                 ),
                 Effect.repeat(
-                  recover,
+                  resilient("lease recovery", recover),
                   Schedule.spaced(Duration.millis(Math.max(Math.floor(options.leaseMs / 2), 50)))
                 )
               ]
             : []),
+          ...(signals !== undefined
+            ? [
+                Effect.forever(
+                  resilient(
+                    "signal listener",
+                    Stream.runForEach(signals.receive, (message) =>
+                      resilient("signal handler", onSignal(message))
+                    )
+                  )
+                ),
+                Effect.repeat(
+                  resilient("signal sender", flushSignals(signals)),
+                  Schedule.spaced(Duration.millis(5))
+                )
+              ]
+            : []),
           Effect.repeat(
-            Effect.suspend(() => store.prune(retention, now())),
+            resilient(
+              "retention sweep",
+              Effect.suspend(() => store.prune(retention, now()))
+            ),
             Schedule.spaced(Duration.millis(Math.min(Math.max(options.retentionMs, 1000), 60_000)))
           )
         ],
