@@ -19,7 +19,9 @@
 export * from "./config.js"
 export * from "./domain/errors.js"
 export * from "./domain/Job.js"
+export * from "./domain/JobEvent.js"
 export * from "./domain/JobPage.js"
+export * from "./domain/SubmitOptions.js"
 export * from "./http/Api.js"
 export { type JobsClient, makeFetchJobsClient, makeJobsClient } from "./http/client.js"
 export {
@@ -28,16 +30,34 @@ export {
   JobHandlers,
   type ProgressUpdate
 } from "./JobHandlers.js"
-export { JobQueue, type JobQueueService } from "./JobQueue.js"
+export {
+  type EventFilter,
+  eventBufferSize,
+  JobQueue,
+  type JobQueueService,
+  type JobRequest,
+  type SubmitError,
+  type Submitted
+} from "./JobQueue.js"
 export {
   applyProgress,
   applyTransition,
   type ClaimOptions,
+  type Inserted,
   JobStore,
   type JobStoreService,
   leaseExpiredError,
   makeMemory,
   type ProgressPatch,
+  type RetentionPolicy,
+  type StoreSignals,
   type Transition,
   type TransitionDetail
 } from "./JobStore.js"
+export {
+  layerStore,
+  layerStoreConfig,
+  parseStoreSelection,
+  type StoreSelection,
+  storeConfig
+} from "./stores.js"
