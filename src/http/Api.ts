@@ -34,14 +34,6 @@ export class SubmittedBatch extends Schema.Class<SubmittedBatch>("SubmittedBatch
   jobs: Schema.Array(Job)
 }) {}
 
-/** The query of `GET /events`: only events of jobs in these statuses and types. */
-export const EventsParams = Schema.Struct({
-  status: Schema.optional(Schema.Array(JobStatus)).annotations({
-    description: "Only jobs in these statuses."
-  }),
-  type: Schema.optional(Schema.Array(JobType)).annotations({ description: "Only jobs of these types." })
-})
-
 /** A Server-Sent Events stream: `event:` is the kind, `data:` a JSON `{ "kind", "job" }`. */
 export const EventStream = HttpApiSchema.Text({ contentType: "text/event-stream" }).annotations({
   description:
@@ -66,6 +58,9 @@ export const ListJobsParams = Schema.Struct({
   ),
   cursor: Schema.optional(JobCursor)
 })
+
+/** The query of `GET /events`: only events of jobs in these statuses and types (as in the list). */
+export const EventsParams = ListJobsParams.pick("status", "type")
 
 /** The path of the endpoints about one job. */
 export const JobPath = Schema.Struct({ id: JobId })
