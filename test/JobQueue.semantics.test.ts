@@ -1049,7 +1049,7 @@ describe("retention", () => {
           })
         )
       }),
-    30_000
+    180_000
   )
 
   it.effect("finished jobs are forgotten once retentionMs has passed; unfinished ones are kept", () =>
