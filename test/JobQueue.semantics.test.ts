@@ -1469,6 +1469,6 @@ describe("events", () => {
           expect(kinds(fresh)).toEqual(["submitted", "started", "completed"])
         })
       ),
-    30_000
+    180_000
   )
 })

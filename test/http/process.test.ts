@@ -146,7 +146,7 @@ const untilRunning = async (baseUrl: string, id: string, timeoutMs: number): Pro
 const startListening = async (env: Record<string, string>) => {
   const port = await freePort()
   const service = start({ PORT: String(port), ...env })
-  const [, url] = await service.waitFor(/Listening on (http:\/\/\S+)/, 15_000)
+  const [, url] = await service.waitFor(/Listening on (http:\/\/\S+)/, 60_000)
   expect(url).toBe(`http://127.0.0.1:${port}`)
   const health = await fetch(`${url}/health`)
   expect(health.status).toBe(200)
@@ -167,7 +167,7 @@ describe("the service process", () => {
     const first = await submit(url, { type: "transcription", metadata: { source: "talk.mp3" } })
     const second = await submit(url, { type: "bootstrap" })
     expect(second.status).toBe("pending")
-    await untilRunning(url, first.id, 5_000)
+    await untilRunning(url, first.id, 30_000)
 
     const signalledAt = Date.now()
     expect(service.child.kill("SIGTERM")).toBe(true)
@@ -193,7 +193,7 @@ describe("the service process", () => {
       APP_JOB_SHUTDOWN_GRACE_MS: String(graceMs)
     })
     const job = await submit(url, { type: "extraction" })
-    await untilRunning(url, job.id, 5_000)
+    await untilRunning(url, job.id, 30_000)
 
     const signalledAt = Date.now()
     expect(service.child.kill("SIGINT")).toBe(true)
