@@ -117,12 +117,36 @@ export const migrations: Migrator.Loader = Migrator.fromRecord({
   })
 })
 
+const runMigrations = Migrator.make({})({ loader: migrations, table: migrationsTable })
+
 /** Runs the store's pending migrations (in a transaction; on PostgreSQL under a lock, so nodes may race here). */
 export const migrate: Effect.Effect<
   ReadonlyArray<readonly [id: number, name: string]>,
   Migrator.MigrationError | SqlError,
   SqlClient.SqlClient
-> = Migrator.make({})({ loader: migrations, table: migrationsTable })
+> = Effect.flatMap(SqlClient.SqlClient, (sql) =>
+  sql.onDialectOrElse({
+    // The migrator creates its table before it takes its lock, so nodes starting together on an empty database
+    // would race to create it (and all but one fail). A session advisory lock, held on a connection of its own
+    // while the migrations run (and released with the session should the process die), lets one node in at a time.
+    pg: () =>
+      Effect.scoped(
+        Effect.flatMap(sql.reserve, (connection) => {
+          const lock = (call: string) =>
+            connection.executeRaw(
+              `SELECT ${call}(hashtext('effect-job-queue:migrate'), hashtext(current_schema()))`,
+              []
+            )
+          return Effect.acquireUseRelease(
+            lock("pg_advisory_lock"),
+            () => runMigrations,
+            () => Effect.ignore(lock("pg_advisory_unlock"))
+          )
+        })
+      ),
+    orElse: () => runMigrations
+  })
+)
 
 /** A row of the `jobs` table, as the driver returns it. */
 type Row = { readonly [column: string]: unknown }

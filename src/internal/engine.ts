@@ -533,10 +533,15 @@ export const make = (options: JobQueueOptions) =>
       )
     })
 
+    // A claim the database has made must reach `claimed`: it runs uninterruptibly, holding `claiming`, which shutdown
+    // takes before it hands back the jobs no worker started (so a claim in flight is waited for, never dropped).
+    const claiming = yield* Effect.makeSemaphore(1)
+    const claimHeld = claiming.withPermits(1)(Effect.uninterruptible(claimFree))
+
     // Waits for a reason to claim (a local submit, a freed slot, a due retry) or the poll interval, which also picks
     // up work submitted by other nodes.
     const dispatcher: Effect.Effect<never> = Effect.forever(
-      Effect.flatMap(resilient("dispatcher", claimFree), (claimedNow) =>
+      Effect.flatMap(resilient("dispatcher", claimHeld), (claimedNow) =>
         typeof claimedNow === "number" && claimedNow > 0
           ? Effect.void
           : Effect.raceFirst(
@@ -731,6 +736,7 @@ export const make = (options: JobQueueOptions) =>
       const interrupted = running.size
       yield* Fiber.interruptAll(Array.from(workers))
       if (durable) {
+        yield* claiming.withPermits(1)(Effect.void)
         const unstarted = yield* Queue.takeAll(claimed)
         if (unstarted.length > 0)
           yield* store.release(
