@@ -1,5 +1,5 @@
-// `npm start`: compile when dist/ is missing or older than src/, then run the compiled server in this process
-// (so SIGTERM and SIGINT reach it directly).
+// `npm start`: compile when dist/ is missing or older than src/ (and build the web dashboard when it is stale),
+// then run the compiled server in this process (so SIGTERM and SIGINT reach it directly).
 import { execFileSync } from "node:child_process"
 import { existsSync, readdirSync, statSync } from "node:fs"
 import { dirname, join } from "node:path"
@@ -24,6 +24,12 @@ if (!existsSync(entry) || statSync(entry).mtimeMs < newest(join(root, "src"))) {
       stdio: "inherit"
     }
   )
+}
+
+const dashboard = await import("./build-dashboard.mjs")
+if (dashboard.isStale()) {
+  console.log("Building the dashboard…")
+  await dashboard.buildDashboard()
 }
 
 await import(pathToFileURL(entry).href)

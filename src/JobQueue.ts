@@ -47,6 +47,8 @@ export type SubmitError = InvalidJobInput | QueueShuttingDown | QueueFull
 export interface JobQueueService {
   /** The options the queue runs with. */
   readonly options: JobQueueOptions
+  /** Every job type with a registered handler (the types `submit` accepts), in registration order. */
+  readonly types: () => ReadonlyArray<string>
   /**
    * Validates and stores a new job, then queues it (or schedules it, when delayed). With an idempotency key that a
    * retained job holds, returns that job and creates nothing.

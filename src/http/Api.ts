@@ -68,10 +68,13 @@ export const JobPath = Schema.Struct({ id: JobId })
 /** The body of `GET /health`. */
 export class Health extends Schema.Class<Health>("Health")({ status: Schema.Literal("ok") }) {}
 
-/** The body of `GET /config`: what a polling client needs to know. */
+/** The body of `GET /config`: what a client needs to know (how often to poll, which job types exist). */
 export class ClientConfig extends Schema.Class<ClientConfig>("ClientConfig")({
   pollIntervalMs: Schema.Int.annotations({ description: "How often to poll a job's progress (ms)." }),
-  maxConcurrent: Schema.Int.annotations({ description: "How many jobs run at once." })
+  maxConcurrent: Schema.Int.annotations({ description: "How many jobs run at once." }),
+  types: Schema.Array(JobType).annotations({
+    description: "The job types with a registered handler: the types `POST /jobs` accepts."
+  })
 }) {}
 
 /** No route matches the method and path. */
@@ -177,7 +180,7 @@ export class SystemGroup extends HttpApiGroup.make("system")
   .add(
     HttpApiEndpoint.get("config", "/config")
       .addSuccess(ClientConfig)
-      .annotate(OpenApi.Summary, "Settings for polling clients")
+      .annotate(OpenApi.Summary, "Settings for clients: the poll interval and the registered job types")
   ) {}
 
 /**

@@ -56,15 +56,20 @@ const healthy = new Health({ status: "ok" })
 
 /** The `system` group: health and the settings polling clients need. */
 export const SystemGroupLive = HttpApiBuilder.group(JobsApi, "system", (handlers) =>
-  Effect.map(JobQueue, (queue) => {
-    const config = new ClientConfig({
-      pollIntervalMs: queue.options.pollIntervalMs,
-      maxConcurrent: queue.options.maxConcurrent
-    })
-    return handlers
+  Effect.map(JobQueue, (queue) =>
+    handlers
       .handle("health", () => Effect.succeed(healthy))
-      .handle("config", () => Effect.succeed(config))
-  })
+      .handle("config", () =>
+        Effect.sync(
+          () =>
+            new ClientConfig({
+              pollIntervalMs: queue.options.pollIntervalMs,
+              maxConcurrent: queue.options.maxConcurrent,
+              types: queue.types()
+            })
+        )
+      )
+  )
 )
 
 /** The API with every group implemented; requires the {@link JobQueue}. */

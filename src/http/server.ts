@@ -3,13 +3,18 @@ import { HttpApiBuilder, HttpApiSwagger, HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { serverConfig } from "../config.js"
+import { DashboardLive } from "./dashboard.js"
 import { jsonErrors } from "./errors.js"
 import { ApiLive } from "./handlers.js"
 
-/** Every route: the API, `GET /openapi.json` and the offline Swagger UI at `GET /docs`. */
+/**
+ * Every route: the API, `GET /openapi.json`, the offline Swagger UI at `GET /docs` and the web dashboard at `GET /`
+ * (with its files under `GET /assets/`).
+ */
 export const RoutesLive = Layer.mergeAll(
   HttpApiSwagger.layer({ path: "/docs" }),
-  HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" })
+  HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" }),
+  DashboardLive
 ).pipe(Layer.provideMerge(ApiLive))
 
 /**

@@ -890,6 +890,7 @@ export const make = (options: JobQueueOptions) =>
 
     const service: JobQueueService = {
       options,
+      types: handlers.types,
       submit,
       submitMany,
       offer,

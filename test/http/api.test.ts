@@ -294,14 +294,18 @@ describe("typed client", () => {
     })
   )
 
-  it.scopedLive("health is ok and config reports the queue's options", () =>
+  it.scopedLive("health is ok and config reports the queue's options and job types", () =>
     Effect.gen(function* () {
       const server = yield* startServer({ pollIntervalMs: 250, maxConcurrent: 3 })
       const [health, healthResponse] = yield* server.api.system.health({ withResponse: true })
       expect(healthResponse.status).toBe(200)
       expect(health).toEqual({ status: "ok" })
       const config = yield* server.api.system.config()
-      expect({ ...config }).toEqual({ pollIntervalMs: 250, maxConcurrent: 3 })
+      expect({ ...config, types: [...config.types].sort() }).toEqual({
+        pollIntervalMs: 250,
+        maxConcurrent: 3,
+        types: ["bootstrap", "extraction", "gated", "transcription"]
+      })
     })
   )
 })
