@@ -92,6 +92,32 @@ export interface JobQueueService {
   readonly shutdown: Effect.Effect<void>
 }
 
+// Span options: attributes, and no stack trace captured (that would double a span's cost on the submit path).
+const span = (attributes: Record<string, unknown> = {}) => ({ attributes, captureStackTrace: false })
+
+/**
+ * The service with a span around each call of its request-facing methods, named after the method
+ * (`JobQueue.submit`, `JobQueue.get`, …) and carrying the job's type or id. Workers run span-free.
+ */
+const withSpans = (queue: JobQueueService): JobQueueService => ({
+  ...queue,
+  submit: (type, metadata, options) =>
+    Effect.withSpan(queue.submit(type, metadata, options), "JobQueue.submit", span({ "job.type": type })),
+  submitMany: (requests) =>
+    Effect.withSpan(
+      queue.submitMany(requests),
+      "JobQueue.submitMany",
+      span({ "jobs.count": requests.length })
+    ),
+  offer: (request) =>
+    Effect.withSpan(queue.offer(request), "JobQueue.offer", span({ "job.type": request.type })),
+  offerMany: (requests) =>
+    Effect.withSpan(queue.offerMany(requests), "JobQueue.offerMany", span({ "jobs.count": requests.length })),
+  get: (id) => Effect.withSpan(queue.get(id), "JobQueue.get", span({ "job.id": id })),
+  list: (query) => Effect.withSpan(queue.list(query), "JobQueue.list", span()),
+  cancel: (id) => Effect.withSpan(queue.cancel(id), "JobQueue.cancel", span({ "job.id": id }))
+})
+
 /** How many unread events each subscriber may hold before its oldest are dropped. */
 export const eventBufferSize = 4096
 
@@ -103,7 +129,7 @@ export const eventBufferSize = 4096
 export class JobQueue extends Context.Tag("effect-job-queue/JobQueue")<JobQueue, JobQueueService>() {
   /** The queue with explicit options; missing ones take their defaults. */
   static layer(options: Partial<JobQueueOptions> = {}): Layer.Layer<JobQueue, never, JobStore | JobHandlers> {
-    return Layer.scoped(JobQueue, make({ ...defaultJobQueueOptions, ...options }))
+    return Layer.scoped(JobQueue, Effect.map(make({ ...defaultJobQueueOptions, ...options }), withSpans))
   }
 
   /**

@@ -1,4 +1,4 @@
-import { Config, Option } from "effect"
+import { Config, LogLevel, Option, Redacted } from "effect"
 
 /** How a `JobQueue` runs: its limits and timings. */
 export interface JobQueueOptions {
@@ -25,6 +25,8 @@ export interface JobQueueOptions {
    * died is taken back (and retried) when its lease ends.
    */
   readonly leaseMs: number
+  /** The largest metadata a job may carry, in bytes of JSON as submitted; a larger one fails with `InvalidJobInput`. */
+  readonly maxMetadataBytes: number
 }
 
 /** The defaults for {@link JobQueueOptions}. */
@@ -38,7 +40,8 @@ export const defaultJobQueueOptions: JobQueueOptions = {
   retentionMs: 24 * 60 * 60 * 1000,
   retentionMax: 10_000,
   maxPending: 100_000,
-  leaseMs: 30_000
+  leaseMs: 30_000,
+  maxMetadataBytes: 64 * 1024
 }
 
 const integer = (name: string, description: string, fallback: number, min: number) =>
@@ -133,6 +136,12 @@ export const jobQueueConfig: Config.Config<Omit<JobQueueOptions, "concurrencyByT
     "At most this many pending jobs; beyond it, submit fails with QueueFull (HTTP 503).",
     defaultJobQueueOptions.maxPending,
     1
+  ),
+  maxMetadataBytes: integer(
+    "APP_JOB_MAX_METADATA_BYTES",
+    "The largest metadata a job may carry, in bytes of JSON; larger submissions fail with InvalidJobInput (HTTP 400).",
+    defaultJobQueueOptions.maxMetadataBytes,
+    2
   )
 })
 
@@ -160,3 +169,60 @@ export const demoStepConfig: Config.Config<number> = integer(
   500,
   0
 )
+
+/**
+ * The API token (`APP_API_TOKEN`), when set: every route but the public ones then requires
+ * `Authorization: Bearer <token>`. At least 16 visible ASCII characters, no spaces (`openssl rand -hex 32` makes one).
+ */
+export const apiTokenConfig: Config.Config<Option.Option<Redacted.Redacted<string>>> = Config.option(
+  Config.redacted("APP_API_TOKEN").pipe(
+    Config.validate({
+      message: "APP_API_TOKEN must be at least 16 visible ASCII characters, without spaces",
+      validation: (token) => /^[\x21-\x7e]{16,}$/.test(Redacted.value(token))
+    }),
+    Config.withDescription("The bearer token every protected route requires; unset, the API is open.")
+  )
+)
+
+/** How the service logs. */
+export interface LogOptions {
+  /** The least severe level logged (`APP_LOG_LEVEL`: trace, debug, info, warn, error, fatal, all or off; default info). */
+  readonly level: LogLevel.LogLevel
+  /** `pretty` (`APP_LOG_FORMAT` default: human-readable lines) or `json` (one JSON object per line). */
+  readonly format: "pretty" | "json"
+}
+
+/** {@link LogOptions} from the environment. */
+export const logConfig: Config.Config<LogOptions> = Config.all({
+  level: Config.logLevel("APP_LOG_LEVEL").pipe(
+    Config.withDefault(LogLevel.Info),
+    Config.withDescription(
+      "The least severe level logged: trace, debug, info, warn, error, fatal, all or off."
+    )
+  ),
+  format: Config.string("APP_LOG_FORMAT").pipe(
+    Config.map((format) => format.trim().toLowerCase()),
+    Config.validate({
+      message: "APP_LOG_FORMAT must be pretty or json",
+      validation: (format): format is "pretty" | "json" => format === "pretty" || format === "json"
+    }),
+    Config.withDefault("pretty" as const),
+    Config.withDescription("pretty (human-readable lines) or json (one JSON object per line).")
+  )
+})
+
+/** Limits of the HTTP server beyond those the API checks itself. */
+export interface HttpLimitsOptions {
+  /** How long a client has to send its whole request (headers and body), in milliseconds; then 408. */
+  readonly requestTimeoutMs: number
+}
+
+/** {@link HttpLimitsOptions} from the environment (`APP_HTTP_REQUEST_TIMEOUT_MS`, default 30000). */
+export const httpLimitsConfig: Config.Config<HttpLimitsOptions> = Config.all({
+  requestTimeoutMs: integer(
+    "APP_HTTP_REQUEST_TIMEOUT_MS",
+    "How long a client has to send its whole request, headers and body (ms); then 408. Responses, event streams included, are not limited.",
+    30_000,
+    100
+  )
+})

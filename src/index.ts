@@ -23,7 +23,12 @@ export * from "./domain/JobEvent.js"
 export * from "./domain/JobPage.js"
 export * from "./domain/SubmitOptions.js"
 export * from "./http/Api.js"
-export { type JobsClient, makeFetchJobsClient, makeJobsClient } from "./http/client.js"
+export {
+  type JobsClient,
+  type JobsClientOptions,
+  makeFetchJobsClient,
+  makeJobsClient
+} from "./http/client.js"
 export {
   type JobContext,
   type JobHandlerDefinition,
@@ -54,6 +59,7 @@ export {
   type Transition,
   type TransitionDetail
 } from "./JobStore.js"
+export * from "./metrics.js"
 export {
   layerStore,
   layerStoreConfig,

@@ -4,6 +4,7 @@ import { layerDemoHandlersConfig } from "./demo/handlers.js"
 import { NodeServerLive } from "./http/server.js"
 import { JobHandlers } from "./JobHandlers.js"
 import { JobQueue } from "./JobQueue.js"
+import { LoggerLive } from "./logging.js"
 import { layerStoreConfig } from "./stores.js"
 
 const QueueLive = JobQueue.layerConfig.pipe(
@@ -17,5 +18,11 @@ const DrainBeforeClosing = Layer.scopedDiscard(
 )
 
 NodeRuntime.runMain(
-  Layer.launch(DrainBeforeClosing.pipe(Layer.provideMerge(NodeServerLive), Layer.provideMerge(QueueLive)))
+  Layer.launch(
+    DrainBeforeClosing.pipe(
+      Layer.provideMerge(NodeServerLive),
+      Layer.provideMerge(QueueLive),
+      Layer.provide(LoggerLive)
+    )
+  )
 )

@@ -791,7 +791,8 @@ describe("JobQueue.layerConfig", () => {
         retentionMs: 86_400_000,
         retentionMax: 10_000,
         maxPending: 100_000,
-        leaseMs: 30_000
+        leaseMs: 30_000,
+        maxMetadataBytes: 65_536
       })
     })
   )
@@ -807,7 +808,8 @@ describe("JobQueue.layerConfig", () => {
         ["APP_JOB_RETENTION_MS", "0"],
         ["APP_JOB_RETENTION_MAX", "3"],
         ["APP_JOB_MAX_PENDING", "9"],
-        ["APP_JOB_LEASE_MS", "500"]
+        ["APP_JOB_LEASE_MS", "500"],
+        ["APP_JOB_MAX_METADATA_BYTES", "1024"]
       ])
       expect(options).toEqual({
         maxConcurrent: 7,
@@ -819,7 +821,8 @@ describe("JobQueue.layerConfig", () => {
         retentionMs: 0,
         retentionMax: 3,
         maxPending: 9,
-        leaseMs: 500
+        leaseMs: 500,
+        maxMetadataBytes: 1024
       })
     })
   )

@@ -59,11 +59,49 @@ export class ApiError extends Error {
   }
 }
 
+// The API token (for a server with `APP_API_TOKEN`) lives in the tab's sessionStorage: it survives a reload but not
+// the browser session, and other tabs and sites never see it.
+const tokenKey = "effect-job-queue:api-token"
+
+/** The API token this tab uses, if one was entered. */
+export const storedToken = (): string | undefined => {
+  try {
+    return sessionStorage.getItem(tokenKey) ?? undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** Keeps the API token for this tab's session (or forgets it, given `undefined`). */
+export const storeToken = (token: string | undefined): void => {
+  try {
+    if (token === undefined) sessionStorage.removeItem(tokenKey)
+    else sessionStorage.setItem(tokenKey, token)
+  } catch {
+    // Storage disabled: the token cannot be kept, and requests go without it.
+  }
+}
+
 /**
- * The headers of every request the dashboard makes, the event stream's included: the one place to add an
- * `Authorization` header.
+ * The headers of every request the dashboard makes, the event stream's included: `Authorization: Bearer <token>`
+ * when a token was entered.
  */
-export const requestHeaders = (): Record<string, string> => ({ accept: "application/json" })
+export const requestHeaders = (): Record<string, string> => {
+  const token = storedToken()
+  return token === undefined
+    ? { accept: "application/json" }
+    : { accept: "application/json", authorization: `Bearer ${token}` }
+}
+
+let unauthorizedListener: (() => void) | undefined
+
+/** Calls `listener` whenever the server answers 401 (the server wants a token, or another one). */
+export const onUnauthorized = (listener: () => void): void => {
+  unauthorizedListener = listener
+}
+
+/** Tells the listener of {@link onUnauthorized} that the server refused a request's token. */
+export const reportUnauthorized = (): void => unauthorizedListener?.()
 
 /** An API path resolved against the page, so the dashboard also works behind a proxy that adds a path prefix. */
 export const apiUrl = (path: string): string => new URL(path, document.baseURI).href
@@ -90,6 +128,7 @@ const request = async <A>(method: string, path: string, body?: unknown): Promise
     ...(body === undefined ? {} : { body: JSON.stringify(body) })
   })
   const text = await response.text()
+  if (response.status === 401) reportUnauthorized()
   if (!response.ok) throw new ApiError(response.status, readErrorBody(response.status, text))
   return JSON.parse(text) as A
 }

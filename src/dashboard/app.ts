@@ -12,10 +12,14 @@ import {
   type JobJson,
   jobStatuses,
   listJobs,
+  onUnauthorized,
+  reportUnauthorized,
   requestHeaders,
+  storedToken,
+  storeToken,
   submitJob
 } from "./api.js"
-import { followEventStream } from "./sse.js"
+import { EventStreamRefused, followEventStream } from "./sse.js"
 import {
   type CancelHandler,
   type DetailView,
@@ -46,6 +50,11 @@ const byId = <T extends HTMLElement>(id: string): T => {
 
 const ui = {
   connection: byId<HTMLParagraphElement>("connection"),
+  forgetToken: byId<HTMLButtonElement>("forget-token"),
+  tokenPanel: byId<HTMLElement>("token-panel"),
+  tokenForm: byId<HTMLFormElement>("token-form"),
+  tokenInput: byId<HTMLInputElement>("token-input"),
+  tokenError: byId<HTMLParagraphElement>("token-error"),
   submitForm: byId<HTMLFormElement>("submit-form"),
   submitType: byId<HTMLSelectElement>("submit-type"),
   submitTypeError: byId<HTMLParagraphElement>("submit-type-error"),
@@ -477,7 +486,20 @@ const onEvent = (data: string) => {
   }
 }
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+let wakeEvents: (() => void) | undefined
+
+/** Waits `ms` before the event stream is reopened, or less when {@link reconnectEvents} is called. */
+const pauseEvents = (ms: number) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms)
+    wakeEvents = () => {
+      clearTimeout(timer)
+      resolve()
+    }
+  })
+
+/** Reopens a lost event stream now (with the headers of now: a token just entered). */
+const reconnectEvents = () => wakeEvents?.()
 
 /** Follows `GET /events` for as long as the page is open, reopening it when it ends, breaks or stalls. */
 const followEvents = async () => {
@@ -507,13 +529,14 @@ const followEvents = async () => {
           onMessage: (message) => onEvent(message.data)
         }
       )
-    } catch {
+    } catch (error) {
       // Unavailable, broken or stalled: poll until it is back.
+      if (error instanceof EventStreamRefused && error.status === 401) reportUnauthorized()
     } finally {
       clearTimeout(watchdog)
     }
     startPolling()
-    await sleep(wait)
+    await pauseEvents(wait)
     wait = Math.min(wait * 2, reconnectMs.max)
   }
 }
@@ -536,6 +559,46 @@ const loadConfig = async () => {
   if (types.length === 0) showSubmitError("No job types are registered on this server.")
 }
 
+// ------------------------------------------------------------------------------------------------------------
+// The API token (a server with APP_API_TOKEN answers 401 without it)
+// ------------------------------------------------------------------------------------------------------------
+
+const showTokenForm = () => {
+  const refused = storedToken() !== undefined
+  ui.tokenError.textContent = refused ? "The server refused this token. Enter its API token." : ""
+  ui.tokenError.hidden = !refused
+  if (ui.tokenPanel.hidden) {
+    ui.tokenPanel.hidden = false
+    ui.tokenInput.focus()
+  }
+}
+
+onUnauthorized(showTokenForm)
+
+ui.tokenForm.addEventListener("submit", async (event) => {
+  event.preventDefault()
+  const token = ui.tokenInput.value.trim()
+  if (token === "") {
+    ui.tokenError.textContent = "Enter the API token."
+    ui.tokenError.hidden = false
+    ui.tokenInput.focus()
+    return
+  }
+  storeToken(token)
+  ui.tokenInput.value = ""
+  ui.tokenError.hidden = true
+  ui.tokenPanel.hidden = true
+  ui.forgetToken.hidden = false
+  await loadConfig()
+  await refresh()
+  reconnectEvents()
+})
+
+ui.forgetToken.addEventListener("click", () => {
+  storeToken(undefined)
+  location.reload()
+})
+
 const tick = () => {
   const now = Date.now()
   for (const row of state.rows.values()) row.tick(now)
@@ -543,6 +606,7 @@ const tick = () => {
 }
 
 const start = async () => {
+  ui.forgetToken.hidden = storedToken() === undefined
   readUrlState()
   fillSelect(ui.filterStatus, jobStatuses, state.status)
   ui.submitButton.disabled = true

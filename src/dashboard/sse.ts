@@ -1,5 +1,5 @@
 // Server-Sent Events read with fetch and a stream reader rather than EventSource, so that requests can carry
-// headers (an Authorization header, later) and the dashboard decides itself when to reconnect.
+// headers (the API token's Authorization header) and the dashboard decides itself when to reconnect.
 
 /** One Server-Sent Events message: its `event:` (default `message`) and its `data:` lines joined by newlines. */
 export interface SseMessage {
@@ -46,6 +46,18 @@ export class SseParser {
   }
 }
 
+/** The server answered the event stream's request with something else than a stream (an error status…). */
+export class EventStreamRefused extends Error {
+  /** The answer's HTTP status. */
+  readonly status: number
+
+  constructor(status: number, contentType: string) {
+    super(`The event stream answered ${status} ${contentType}`)
+    this.name = "EventStreamRefused"
+    this.status = status
+  }
+}
+
 /** What {@link followEventStream} reports while it reads. */
 export interface EventStreamHandlers {
   /** The server answered with an event stream. */
@@ -73,7 +85,7 @@ export const followEventStream = async (
   const contentType = response.headers.get("content-type") ?? ""
   if (!response.ok || response.body === null || !contentType.startsWith("text/event-stream")) {
     await response.body?.cancel()
-    throw new Error(`The event stream answered ${response.status} ${contentType}`)
+    throw new EventStreamRefused(response.status, contentType)
   }
   handlers.onOpen()
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader()

@@ -1,4 +1,12 @@
-import { HttpApi, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, OpenApi } from "@effect/platform"
+import {
+  HttpApi,
+  HttpApiEndpoint,
+  HttpApiGroup,
+  HttpApiMiddleware,
+  HttpApiSchema,
+  HttpApiSecurity,
+  OpenApi
+} from "@effect/platform"
 import { Schema } from "effect"
 import {
   InvalidCursor,
@@ -112,6 +120,29 @@ export class InternalServerError extends Schema.TaggedError<InternalServerError>
   HttpApiSchema.annotations({ status: 500 })
 ) {}
 
+/** The request lacks the API token the server requires (`Authorization: Bearer <token>`). */
+export class Unauthorized extends Schema.TaggedError<Unauthorized>()(
+  "Unauthorized",
+  { message: Schema.String },
+  HttpApiSchema.annotations({ status: 401 })
+) {}
+
+/**
+ * The API token check: when the server has a token (`APP_API_TOKEN`), the endpoints with this middleware answer 401
+ * `Unauthorized` without `Authorization: Bearer <token>`. Documented in OpenAPI as the `bearer` security scheme.
+ */
+export class Authorization extends HttpApiMiddleware.Tag<Authorization>()("Authorization", {
+  failure: Unauthorized,
+  security: {
+    bearer: HttpApiSecurity.bearer.pipe(
+      HttpApiSecurity.annotate(
+        OpenApi.Description,
+        "The server's API token (APP_API_TOKEN), when it has one; without a token set, every route is open."
+      )
+    )
+  }
+}) {}
+
 /** The endpoints about jobs. */
 export class JobsGroup extends HttpApiGroup.make("jobs")
   .add(
@@ -172,7 +203,8 @@ export class JobsGroup extends HttpApiGroup.make("jobs")
       .setUrlParams(EventsParams)
       .addSuccess(EventStream)
       .annotate(OpenApi.Summary, "Follow every job's events as Server-Sent Events")
-  ) {}
+  )
+  .middleware(Authorization) {}
 
 /** Health and client configuration. */
 export class SystemGroup extends HttpApiGroup.make("system")
@@ -180,6 +212,7 @@ export class SystemGroup extends HttpApiGroup.make("system")
   .add(
     HttpApiEndpoint.get("config", "/config")
       .addSuccess(ClientConfig)
+      .middleware(Authorization)
       .annotate(OpenApi.Summary, "Settings for clients: the poll interval and the registered job types")
   ) {}
 

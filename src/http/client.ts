@@ -1,5 +1,5 @@
-import { FetchHttpClient, HttpApiClient } from "@effect/platform"
-import { Effect } from "effect"
+import { FetchHttpClient, HttpApiClient, HttpClient, HttpClientRequest } from "@effect/platform"
+import { Effect, type Redacted } from "effect"
 import { JobsApi } from "./Api.js"
 
 /**
@@ -12,11 +12,24 @@ import { JobsApi } from "./Api.js"
  *   return yield* client.jobs.get({ path: { id: job.id } })
  * }).pipe(Effect.provide(FetchHttpClient.layer))
  */
-export const makeJobsClient = (baseUrl: string) => HttpApiClient.make(JobsApi, { baseUrl })
+export const makeJobsClient = (baseUrl: string, options: JobsClientOptions = {}) => {
+  const token = options.token
+  return HttpApiClient.make(JobsApi, {
+    baseUrl,
+    transformClient:
+      token === undefined ? undefined : HttpClient.mapRequest(HttpClientRequest.bearerToken(token))
+  })
+}
+
+/** Options of {@link makeJobsClient}. */
+export interface JobsClientOptions {
+  /** The server's API token (`APP_API_TOKEN`), sent as `Authorization: Bearer <token>` with every request. */
+  readonly token?: string | Redacted.Redacted<string> | undefined
+}
 
 /** The client's type. */
 export type JobsClient = Effect.Effect.Success<ReturnType<typeof makeJobsClient>>
 
 /** {@link makeJobsClient} with the platform's `fetch` as its HTTP client: nothing else to provide. */
-export const makeFetchJobsClient = (baseUrl: string) =>
-  makeJobsClient(baseUrl).pipe(Effect.provide(FetchHttpClient.layer))
+export const makeFetchJobsClient = (baseUrl: string, options: JobsClientOptions = {}) =>
+  makeJobsClient(baseUrl, options).pipe(Effect.provide(FetchHttpClient.layer))

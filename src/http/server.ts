@@ -1,11 +1,12 @@
-import { createServer } from "node:http"
 import { HttpApiBuilder, HttpApiSwagger, HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
-import { serverConfig } from "../config.js"
+import { httpLimitsConfig, serverConfig } from "../config.js"
 import { DashboardLive } from "./dashboard.js"
 import { jsonErrors } from "./errors.js"
 import { ApiLive } from "./handlers.js"
+import { MetricsRouteLive, withHttpMetrics } from "./observability.js"
+import { ApiAccess, AuthorizationLive, ExposureCheckLive, makeNodeServer, secured } from "./security.js"
 
 /**
  * Every route: the API, `GET /openapi.json`, the offline Swagger UI at `GET /docs` and the web dashboard at `GET /`
@@ -14,23 +15,39 @@ import { ApiLive } from "./handlers.js"
 export const RoutesLive = Layer.mergeAll(
   HttpApiSwagger.layer({ path: "/docs" }),
   HttpApiBuilder.middlewareOpenApi({ path: "/openapi.json" }),
-  DashboardLive
+  DashboardLive,
+  MetricsRouteLive
 ).pipe(Layer.provideMerge(ApiLive))
 
 /**
  * The HTTP app served on whatever `HttpServer` is provided (a real port, or `NodeHttpServer.layerTest`).
  * Like `HttpApiBuilder.serve`, but with {@link jsonErrors} wrapped around the app itself, so that it also sees the
- * errors the router answers on its own (an unknown route, an unreadable body).
+ * errors the router answers on its own (an unknown route, an unreadable body). Around it, {@link secured} (URL
+ * length, the API token of `APP_API_TOKEN`, security headers) and {@link withHttpMetrics} (`GET /metrics`).
  */
 export const HttpAppLive = HttpApiBuilder.httpApp.pipe(
-  Effect.map((app) => HttpServer.serve(jsonErrors(app))),
+  Effect.zipWith(ApiAccess, (app, access) =>
+    HttpServer.serve(withHttpMetrics(secured(access)(jsonErrors(app))))
+  ),
   Layer.unwrapEffect,
   Layer.provide([HttpApiBuilder.Router.Live, HttpApiBuilder.Middleware.layer]),
-  Layer.provide(RoutesLive)
+  Layer.provide(RoutesLive),
+  Layer.provide(AuthorizationLive),
+  Layer.provide(ApiAccess.layerConfig)
 )
 
-/** The Node server on `HOST:PORT` (default 127.0.0.1:8080), logging the address it listens on. */
+/**
+ * The Node server on `HOST:PORT` (default 127.0.0.1:8080) with the limits of {@link makeNodeServer}, logging the
+ * address it listens on, after a warning when `HOST` is not loopback and no API token is set.
+ */
 export const NodeServerLive = HttpAppLive.pipe(
   HttpServer.withLogAddress,
-  Layer.provide(NodeHttpServer.layerConfig(createServer, serverConfig))
+  Layer.provide(
+    Layer.unwrapEffect(
+      Effect.map(httpLimitsConfig, (limits) =>
+        NodeHttpServer.layerConfig(() => makeNodeServer(limits), serverConfig)
+      )
+    )
+  ),
+  Layer.provide(ExposureCheckLive)
 )

@@ -295,6 +295,45 @@ describe("the list", () => {
   })
 })
 
+describe("a server with an API token", () => {
+  const token = "dashboard-test-token-0123456789"
+
+  it("asks for the token, keeps it for the tab's session only, and sends it with every request and the stream", async () => {
+    const target = await start({}, 10, token)
+    const page = await newPage()
+    await page.goto(target.url)
+    // Without a token the API answers 401: the page asks for one, and does not take a wrong one.
+    await page.getByLabel("API token", { exact: true }).waitFor()
+    await page.getByLabel("API token", { exact: true }).fill("not-the-token-0123456789")
+    await page.getByRole("button", { name: "Use token" }).click()
+    await page
+      .locator("#token-error", { hasText: "The server refused this token. Enter its API token." })
+      .waitFor()
+    await page.getByLabel("API token", { exact: true }).fill(token)
+    await page.getByRole("button", { name: "Use token" }).click()
+    await waitForMode(page, "live")
+    await expect(page.locator("#token-panel").isHidden()).resolves.toBe(true)
+    expect(await page.evaluate(() => Object.keys(sessionStorage))).toHaveLength(1)
+    expect(await page.evaluate(() => Object.keys(localStorage))).toEqual([])
+
+    // A job submitted by another client shows up live: the event stream carries the token too.
+    const job = await Effect.runPromise(target.queue.submit(gatedType, { label: "token" }))
+    await waitForRow(page, job.id, { status: "running", progress: 50, cancellable: true })
+    await page.getByLabel("Job type").selectOption("bootstrap")
+    const { status, body } = await submitForm(page)
+    expect(status).toBe(201)
+    await waitForRow(page, body.id, { status: "completed" })
+
+    // A reload keeps the token (same tab); "Forget the API token" drops it and the page asks again.
+    await page.reload()
+    await waitForMode(page, "live")
+    await page.getByRole("button", { name: "Forget the API token" }).click()
+    await page.getByLabel("API token", { exact: true }).waitFor()
+    expect(await page.evaluate(() => Object.keys(sessionStorage))).toEqual([])
+    await target.gates.open("token")
+  })
+})
+
 describe("the detail view", () => {
   it("shows a job's metadata, result, error, attempts and every timestamp", async () => {
     const target = await start()

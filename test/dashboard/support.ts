@@ -9,7 +9,7 @@ import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { HttpServer } from "@effect/platform"
 import { NodeHttpServer } from "@effect/platform-node"
-import { Context, Deferred, Effect, Exit, Layer, Schema, Scope } from "effect"
+import { ConfigProvider, Context, Deferred, Effect, Exit, Layer, Schema, Scope } from "effect"
 import { type BrowserContext, chromium, type Page } from "playwright-core"
 import type { JobQueueOptions } from "../../src/config.js"
 import { layerDemoHandlers } from "../../src/demo/handlers.js"
@@ -95,11 +95,13 @@ export interface DashboardServer {
 
 /**
  * Starts the service's HTTP app (`HttpAppLive`: the API and the dashboard) on a free port of 127.0.0.1, over a
- * fresh in-memory queue with the demo handlers (steps of `demoStepMs`) and the gated handler.
+ * fresh in-memory queue with the demo handlers (steps of `demoStepMs`) and the gated handler; with `token`, the
+ * server requires it (as with `APP_API_TOKEN`).
  */
 export const startServer = async (
   options: Partial<JobQueueOptions> = {},
-  demoStepMs = 10
+  demoStepMs = 10,
+  token?: string
 ): Promise<DashboardServer> => {
   const gates = new Gates()
   const queue = JobQueue.layer({ shutdownGraceMs: 0, ...options }).pipe(
@@ -107,9 +109,11 @@ export const startServer = async (
     Layer.provide(JobHandlers.layer)
   )
   const nodeServer = createServer()
+  const config = ConfigProvider.fromMap(new Map(token === undefined ? [] : [["APP_API_TOKEN", token]]))
   const layer = HttpAppLive.pipe(
     Layer.provideMerge(queue),
-    Layer.provideMerge(NodeHttpServer.layer(() => nodeServer, { port: 0, host: "127.0.0.1" }))
+    Layer.provideMerge(NodeHttpServer.layer(() => nodeServer, { port: 0, host: "127.0.0.1" })),
+    Layer.provide(Layer.setConfigProvider(config))
   )
   const scope = Effect.runSync(Scope.make())
   const context = await Effect.runPromise(Layer.buildWithScope(layer, scope))

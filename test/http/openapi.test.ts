@@ -62,41 +62,46 @@ const endpoints: ReadonlyArray<{
     method: "post",
     path: "/jobs",
     successes: { "200": "Job", "201": "Job" },
-    errors: { "400": ["InvalidJobInput"], "503": ["QueueFull", "QueueShuttingDown"] }
+    errors: { "400": ["InvalidJobInput"], "401": ["Unauthorized"], "503": ["QueueFull", "QueueShuttingDown"] }
   },
   {
     method: "post",
     path: "/jobs/batch",
     successes: { "201": "SubmittedBatch" },
-    errors: { "400": ["InvalidJobInput"], "503": ["QueueFull", "QueueShuttingDown"] }
+    errors: { "400": ["InvalidJobInput"], "401": ["Unauthorized"], "503": ["QueueFull", "QueueShuttingDown"] }
   },
   {
     method: "get",
     path: "/jobs",
     successes: { "200": "JobPage" },
-    errors: { "400": ["InvalidCursor"] }
+    errors: { "400": ["InvalidCursor"], "401": ["Unauthorized"] }
   },
   {
     method: "get",
     path: "/jobs/{id}",
     successes: { "200": "Job" },
-    errors: { "404": ["JobNotFound"] }
+    errors: { "401": ["Unauthorized"], "404": ["JobNotFound"] }
   },
   {
     method: "delete",
     path: "/jobs/{id}",
     successes: { "200": "Job" },
-    errors: { "404": ["JobNotFound"], "409": ["JobNotCancellable"] }
+    errors: { "401": ["Unauthorized"], "404": ["JobNotFound"], "409": ["JobNotCancellable"] }
   },
   {
     method: "get",
     path: "/jobs/{id}/events",
     successes: { "200": eventStream },
-    errors: { "404": ["JobNotFound"] }
+    errors: { "401": ["Unauthorized"], "404": ["JobNotFound"] }
   },
-  { method: "get", path: "/events", successes: { "200": eventStream }, errors: {} },
+  { method: "get", path: "/events", successes: { "200": eventStream }, errors: { "401": ["Unauthorized"] } },
   { method: "get", path: "/health", successes: { "200": "Health" }, errors: {} },
-  { method: "get", path: "/config", successes: { "200": "ClientConfig" }, errors: {} }
+  {
+    method: "get",
+    path: "/config",
+    successes: { "200": "ClientConfig" },
+    errors: { "401": ["Unauthorized"] }
+  }
 ]
 
 /** The errors declared on the whole API, so on every endpoint (HttpApi adds HttpApiDecodeError itself). */
