@@ -244,7 +244,8 @@ const onClientError = (error: Error & { code?: string; rawPacket?: Buffer }, soc
  * A Node HTTP server with the service's limits: request line and headers up to {@link maxHeaderBytes}, headers
  * within 10 s (or the request timeout, if shorter) and the whole request within `requestTimeoutMs`, checked every
  * second (408 otherwise). Node applies these to receiving the request only: a response that streams for hours (the
- * event streams) is not cut. Unparseable requests are answered with a JSON error body.
+ * event streams) is not cut. Unparseable requests are answered with a JSON error body. Closing it (the end of the
+ * server's scope, after the queue has drained) ends its connections too: see {@link closeGraceMs}.
  */
 export const makeNodeServer = (limits: HttpLimitsOptions = defaultHttpLimits): Server => {
   const server = createServer({
@@ -254,5 +255,18 @@ export const makeNodeServer = (limits: HttpLimitsOptions = defaultHttpLimits): S
     connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(limits.requestTimeoutMs / 4)))
   })
   server.on("clientError", onClientError)
+  // `close` waits for every open connection, and Node stops its timeout checks once closing: a connection a client
+  // opened ahead of need and never sent a request on (browsers do) would keep the process alive for as long as the
+  // client likes. So idle connections close at once, and whatever is left after the grace period is cut.
+  const close = server.close.bind(server)
+  server.close = (callback) => {
+    close(callback)
+    server.closeIdleConnections()
+    setTimeout(() => server.closeAllConnections(), closeGraceMs).unref()
+    return server
+  }
   return server
 }
+
+/** How long a closing server lets the responses in flight finish before it closes every connection (ms). */
+export const closeGraceMs = 1000

@@ -1,7 +1,7 @@
 // The compiled service as a real process: it starts, serves HTTP on a real port, and on SIGTERM or SIGINT
 // lets its queue shut down within the grace period, then exits with code 0.
 import { type ChildProcess, execFile, spawn } from "node:child_process"
-import { createServer } from "node:net"
+import { connect, createServer, type Socket } from "node:net"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { afterEach, beforeAll, describe, expect, it } from "vitest"
@@ -183,6 +183,38 @@ describe("the service process", () => {
         "1 pending job(s) cancelled"
     )
     expect(service.output()).not.toMatch(/\bERROR\b|level=ERROR/)
+  })
+
+  it("SIGTERM with idle client connections open (one never used, one kept alive): the process still exits 0", async () => {
+    const { service, url } = await startListening({})
+    const { port } = new URL(url)
+    const sockets: Array<Socket> = []
+    const closed: Array<Promise<void>> = []
+    const open = () =>
+      new Promise<Socket>((resolve, reject) => {
+        const socket = connect(Number(port), "127.0.0.1", () => resolve(socket))
+        socket.once("error", reject)
+        sockets.push(socket)
+        closed.push(new Promise((done) => socket.once("close", () => done())))
+      })
+    try {
+      // A browser's speculative connection: open, no request.
+      await open()
+      // A keep-alive connection after one answered request.
+      const keptAlive = await open()
+      const answered = new Promise<string>((resolve) =>
+        keptAlive.once("data", (chunk) => resolve(String(chunk)))
+      )
+      keptAlive.write("GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n")
+      expect(await answered).toMatch(/^HTTP\/1\.1 200/)
+
+      expect(service.child.kill("SIGTERM")).toBe(true)
+      expect(await service.exited(20_000)).toEqual({ code: 0, signal: null })
+      // The server closed both connections itself.
+      await Promise.all(closed)
+    } finally {
+      for (const socket of sockets) socket.destroy()
+    }
   })
 
   it("SIGINT: a job that outlasts the grace period is interrupted, and the process exits 0", async () => {
