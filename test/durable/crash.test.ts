@@ -10,8 +10,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
 import type { Job } from "../../src/domain/Job.js"
 import { JobStore, leaseExpiredError } from "../../src/JobStore.js"
 import * as SqlJobStore from "../../src/SqlJobStore.js"
+import { build, buildDir, http, type JobBody, poll, removeBuild, startNode, stopAll } from "../processes.js"
 import { describePg, type TestDatabase, testDatabase } from "./pg.js"
-import { build, buildDir, http, type JobBody, poll, removeBuild, startNode, stopAll } from "./processes.js"
 
 beforeAll(build, 180_000)
 afterAll(removeBuild)

@@ -6,8 +6,8 @@ import { join } from "node:path"
 import { Effect } from "effect"
 import { afterEach, expect, it } from "vitest"
 import { leaseExpiredError } from "../../src/JobStore.js"
+import { http, poll, root, startNode, stopAll } from "../processes.js"
 import { describePg, openSql, type SqlSession, type TestDatabase, testDatabase } from "./pg.js"
-import { http, poll, root, startNode, stopAll } from "./processes.js"
 
 const fixture = ["--import", "tsx", join(root, "test", "fixtures", "node.ts")]
 

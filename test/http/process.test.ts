@@ -1,118 +1,12 @@
 // The compiled service as a real process: it starts, serves HTTP on a real port, and on SIGTERM or SIGINT
 // lets its queue shut down within the grace period, then exits with code 0.
-import { type ChildProcess, execFile, spawn } from "node:child_process"
-import { connect, createServer, type Socket } from "node:net"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
-import { afterEach, beforeAll, describe, expect, it } from "vitest"
+import { connect, type Socket } from "node:net"
+import { join } from "node:path"
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest"
+import { build, buildDir, removeBuild, startNode, stopAll } from "../processes.js"
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..")
-
-/** Compiles src/ to dist/ (as `npm run build` does), so the test runs what `npm start` runs. */
-const build = () =>
-  new Promise<void>((resolve, reject) => {
-    execFile(
-      process.execPath,
-      [join(root, "node_modules", "typescript", "bin", "tsc"), "-p", "tsconfig.build.json"],
-      { cwd: root, maxBuffer: 16 * 1024 * 1024 },
-      (error, stdout, stderr) =>
-        error === null
-          ? resolve()
-          : reject(new Error(`The build failed:\n${stdout}${stderr}`, { cause: error }))
-    )
-  })
-
-/** A port that is free now: PORT=0 is refused by the service's config (a port must be 1 to 65535). */
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const server = createServer()
-    server.once("error", reject)
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address()
-      const port = typeof address === "object" && address !== null ? address.port : 0
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error("no port"))))
-    })
-  })
-
-interface Service {
-  readonly child: ChildProcess
-  /** Everything the process wrote to stdout and stderr so far. */
-  readonly output: () => string
-  /** Resolves with the first match of `pattern` in the output; rejects if the process exits or time runs out. */
-  readonly waitFor: (pattern: RegExp, timeoutMs: number) => Promise<RegExpMatchArray>
-  /** Resolves when the process exits; rejects (and kills it) if it has not exited within `timeoutMs`. */
-  readonly exited: (timeoutMs: number) => Promise<{ code: number | null; signal: NodeJS.Signals | null }>
-}
-
-const running = new Set<ChildProcess>()
-
-afterEach(() => {
-  // A test that failed half-way leaves no process behind.
-  for (const child of running) if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL")
-  running.clear()
-})
-
-const start = (env: Record<string, string>): Service => {
-  const child = spawn(process.execPath, [join(root, "dist", "main.js")], {
-    cwd: root,
-    env: { ...process.env, HOST: "127.0.0.1", ...env },
-    stdio: ["ignore", "pipe", "pipe"]
-  })
-  running.add(child)
-  let output = ""
-  const listeners = new Set<() => void>()
-  const onData = (chunk: Buffer) => {
-    output += chunk.toString("utf8")
-    for (const listener of listeners) listener()
-  }
-  child.stdout?.on("data", onData)
-  child.stderr?.on("data", onData)
-  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once("exit", (code, signal) => resolve({ code, signal }))
-  )
-
-  const waitFor = (pattern: RegExp, timeoutMs: number) =>
-    new Promise<RegExpMatchArray>((resolve, reject) => {
-      const done = () => {
-        clearTimeout(timer)
-        listeners.delete(check)
-      }
-      const check = () => {
-        const match = output.match(pattern)
-        if (match !== null) {
-          done()
-          resolve(match)
-        }
-      }
-      const timer = setTimeout(() => {
-        done()
-        reject(new Error(`No ${pattern} in the output within ${timeoutMs} ms:\n${output}`))
-      }, timeoutMs)
-      listeners.add(check)
-      void exit.then(({ code, signal }) => {
-        if (!listeners.has(check)) return
-        check()
-        if (!listeners.has(check)) return
-        done()
-        reject(new Error(`The process exited (${code ?? signal}) before ${pattern}:\n${output}`))
-      })
-      check()
-    })
-
-  const exited = (timeoutMs: number) =>
-    new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        child.kill("SIGKILL")
-        reject(new Error(`The process did not exit within ${timeoutMs} ms:\n${output}`))
-      }, timeoutMs)
-      void exit.then((result) => {
-        clearTimeout(timer)
-        resolve(result)
-      })
-    })
-
-  return { child, output: () => output, waitFor, exited }
-}
+afterEach(stopAll)
+afterAll(removeBuild)
 
 interface JobBody {
   readonly id: string
@@ -142,16 +36,13 @@ const untilRunning = async (baseUrl: string, id: string, timeoutMs: number): Pro
   }
 }
 
-/** Starts the service on a free port and waits for its "Listening on" line; returns its base URL. */
+/** Starts the compiled service on a free port (once it says "Listening on"); checks its health. */
 const startListening = async (env: Record<string, string>) => {
-  const port = await freePort()
-  const service = start({ PORT: String(port), ...env })
-  const [, url] = await service.waitFor(/Listening on (http:\/\/\S+)/, 60_000)
-  expect(url).toBe(`http://127.0.0.1:${port}`)
-  const health = await fetch(`${url}/health`)
+  const service = await startNode([join(buildDir, "main.js")], env)
+  const health = await fetch(`${service.url}/health`)
   expect(health.status).toBe(200)
   expect(await health.json()).toEqual({ status: "ok" })
-  return { service, url: url! }
+  return { service, url: service.url }
 }
 
 describe("the service process", () => {

@@ -1,4 +1,4 @@
-// Child processes for the crash and multi-process tests: the compiled server or the test fixture, started on a free
+// Child processes for the process, crash and multi-process tests: the compiled server or the test fixture, started on a free
 // port, followed through their output, and killed by the test (SIGKILL) or by `stopAll` when a test ends.
 import { type ChildProcess, execFile, spawn } from "node:child_process"
 import { rmSync } from "node:fs"
@@ -6,7 +6,7 @@ import { createServer } from "node:net"
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 
-export const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..")
+export const root = join(dirname(fileURLToPath(import.meta.url)), "..")
 
 /** Where this test process builds the service: a directory of its own, so it never races another build of dist/. */
 export const buildDir = join(root, ".tmp", `test-dist-${process.pid}`)
