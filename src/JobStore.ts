@@ -3,11 +3,12 @@ import { InvalidCursor, QueueFull } from "./domain/errors.js"
 import {
   canTransition,
   isTerminal,
-  Job,
+  type Job,
   type JobId,
   type JobStage,
   type JobStatus,
-  type Json
+  type Json,
+  makeJob
 } from "./domain/Job.js"
 import {
   compareNewestFirst,
@@ -146,48 +147,53 @@ export class JobStore extends Context.Tag("effect-job-queue/JobStore")<JobStore,
   }
 }
 
+type Draft = { -readonly [K in keyof Job]: Job[K] }
+
 /** Builds the job a transition leads to (shared by every adapter, so the rule's effects live in one place). */
 export const applyTransition = (job: Job, to: JobStatus, detail: TransitionDetail, now: Date): Job => {
-  const base = { ...job, status: to, updatedAt: now }
+  // A copy, changed before anyone sees it: one record a move (not a spread and then a copy of it).
+  const next: Draft = makeJob(job)
+  next.status = to
+  next.updatedAt = now
   switch (to) {
     case "running":
-      return new Job({ ...base, attempts: job.attempts + 1, startedAt: now }, true)
+      next.attempts = job.attempts + 1
+      next.startedAt = now
+      break
     case "pending":
-      return new Job(
-        {
-          ...base,
-          stage: "queued",
-          progress: 0,
-          message: null,
-          lastError: detail.error ?? null,
-          runAt: detail.runAt ?? now
-        },
-        true
-      )
+      next.stage = "queued"
+      next.progress = 0
+      next.message = null
+      next.lastError = detail.error ?? null
+      next.runAt = detail.runAt ?? now
+      break
     case "completed":
-      return new Job({ ...base, progress: 100, result: detail.result ?? null, finishedAt: now }, true)
+      next.progress = 100
+      next.result = detail.result ?? null
+      next.finishedAt = now
+      break
     case "failed":
-      return new Job(
-        { ...base, error: detail.error ?? null, lastError: detail.error ?? null, finishedAt: now },
-        true
-      )
+      next.error = detail.error ?? null
+      next.lastError = detail.error ?? null
+      next.finishedAt = now
+      break
     case "cancelled":
-      return new Job({ ...base, error: detail.error ?? null, finishedAt: now }, true)
+      next.error = detail.error ?? null
+      next.finishedAt = now
+      break
   }
+  return next
 }
 
 /** Builds the job a progress report leads to. */
-export const applyProgress = (job: Job, patch: ProgressPatch, now: Date): Job =>
-  new Job(
-    {
-      ...job,
-      stage: patch.stage ?? job.stage,
-      progress: patch.progress ?? job.progress,
-      message: patch.message === undefined ? job.message : patch.message,
-      updatedAt: now
-    },
-    true
-  )
+export const applyProgress = (job: Job, patch: ProgressPatch, now: Date): Job => {
+  const next: Draft = makeJob(job)
+  next.stage = patch.stage ?? job.stage
+  next.progress = patch.progress ?? job.progress
+  next.message = patch.message === undefined ? job.message : patch.message
+  next.updatedAt = now
+  return next
+}
 
 /** The `QueueFull` error for a pending limit. */
 export const queueFull = (maxPending: number): QueueFull =>
