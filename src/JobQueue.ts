@@ -1,4 +1,4 @@
-import { type ConfigError, Context, Effect, Layer, type Stream } from "effect"
+import { type ConfigError, Context, DefaultServices, Effect, Layer, type Stream, Tracer } from "effect"
 import {
   concurrencyByTypeConfig,
   defaultJobQueueOptions,
@@ -92,30 +92,42 @@ export interface JobQueueService {
   readonly shutdown: Effect.Effect<void>
 }
 
-// Span options: attributes, and no stack trace captured (that would double a span's cost on the submit path).
-const span = (attributes: Record<string, unknown> = {}) => ({ attributes, captureStackTrace: false })
+// The tracer a fiber has when none was installed: its spans go nowhere (no exporter reads them), and making one costs
+// about 3 µs a call (a span, a context copy to parent it, its end), 10 % of a submit-bound workload.
+const defaultTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
+
+// Runs `effect` in a span named `name` when the fiber has a tracer installed; with the default one, runs it as is.
+// Attributes are built only for a span that is made; no stack trace is captured (that would double a span's cost).
+const traced = <A, E>(
+  name: string,
+  attributes: () => Record<string, unknown>,
+  effect: Effect.Effect<A, E>
+): Effect.Effect<A, E> =>
+  Effect.withFiberRuntime((fiber) =>
+    fiber.currentTracer === defaultTracer
+      ? effect
+      : Effect.withSpan(effect, name, { attributes: attributes(), captureStackTrace: false })
+  )
+
+const none = () => ({})
 
 /**
  * The service with a span around each call of its request-facing methods, named after the method
- * (`JobQueue.submit`, `JobQueue.get`, …) and carrying the job's type or id. Workers run span-free.
+ * (`JobQueue.submit`, `JobQueue.get`, …) and carrying the job's type or id, when a tracer is installed.
+ * Workers run span-free.
  */
 const withSpans = (queue: JobQueueService): JobQueueService => ({
   ...queue,
   submit: (type, metadata, options) =>
-    Effect.withSpan(queue.submit(type, metadata, options), "JobQueue.submit", span({ "job.type": type })),
+    traced("JobQueue.submit", () => ({ "job.type": type }), queue.submit(type, metadata, options)),
   submitMany: (requests) =>
-    Effect.withSpan(
-      queue.submitMany(requests),
-      "JobQueue.submitMany",
-      span({ "jobs.count": requests.length })
-    ),
-  offer: (request) =>
-    Effect.withSpan(queue.offer(request), "JobQueue.offer", span({ "job.type": request.type })),
+    traced("JobQueue.submitMany", () => ({ "jobs.count": requests.length }), queue.submitMany(requests)),
+  offer: (request) => traced("JobQueue.offer", () => ({ "job.type": request.type }), queue.offer(request)),
   offerMany: (requests) =>
-    Effect.withSpan(queue.offerMany(requests), "JobQueue.offerMany", span({ "jobs.count": requests.length })),
-  get: (id) => Effect.withSpan(queue.get(id), "JobQueue.get", span({ "job.id": id })),
-  list: (query) => Effect.withSpan(queue.list(query), "JobQueue.list", span()),
-  cancel: (id) => Effect.withSpan(queue.cancel(id), "JobQueue.cancel", span({ "job.id": id }))
+    traced("JobQueue.offerMany", () => ({ "jobs.count": requests.length }), queue.offerMany(requests)),
+  get: (id) => traced("JobQueue.get", () => ({ "job.id": id }), queue.get(id)),
+  list: (query) => traced("JobQueue.list", none, queue.list(query)),
+  cancel: (id) => traced("JobQueue.cancel", () => ({ "job.id": id }), queue.cancel(id))
 })
 
 /** How many unread events each subscriber may hold before its oldest are dropped. */
