@@ -1,4 +1,4 @@
-import { Context, Effect, Layer, Option, type Stream } from "effect"
+import { Context, Effect, Either, Layer, Option, type Stream } from "effect"
 import { InvalidCursor, QueueFull } from "./domain/errors.js"
 import {
   canTransition,
@@ -80,6 +80,19 @@ export interface StoreSignals {
   readonly receive: Stream.Stream<string>
 }
 
+/**
+ * The writes the engine makes on every job, as plain functions, for a store whose operations complete synchronously
+ * (the in-memory one). Each does what the store's method of the same name does.
+ */
+export interface InlineWrites {
+  readonly insert: (
+    jobs: ReadonlyArray<Job>,
+    maxPending: number
+  ) => Either.Either<ReadonlyArray<Inserted>, QueueFull>
+  readonly transition: (id: JobId, to: JobStatus, detail: TransitionDetail, now: Date) => Transition
+  readonly prune: (policy: RetentionPolicy, now: Date) => number
+}
+
 /** The error a job records when its lease ran out: the process that was running it stopped. */
 export const leaseExpiredError = "lease expired: the process running it stopped"
 
@@ -97,6 +110,11 @@ export interface JobStoreService {
    * wakes idle nodes with them and relays job events. Absent, nodes poll.
    */
   readonly signals?: StoreSignals | undefined
+  /**
+   * The per-job writes as plain functions, when the store completes them synchronously: the engine then calls them
+   * inline, saving the effect steps of a write (a fifth of the time per job on the in-memory store).
+   */
+  readonly inline?: InlineWrites | undefined
   /**
    * Stores new jobs, all or none. A job whose idempotency key a stored job holds is not stored: that job is returned
    * instead. Fails with `QueueFull` when the new jobs would take the pending count over `maxPending`.
@@ -293,34 +311,81 @@ export const makeMemory = (): JobStoreService => {
     return job !== undefined && job.status === "running" && leases.get(id)?.owner === owner ? job : undefined
   }
 
+  const inline: InlineWrites = {
+    insert: (batch, maxPending) => {
+      // A lone job without an idempotency key (the usual submit) needs no bookkeeping of the batch's keys.
+      if (batch.length === 1 && batch[0]!.idempotencyKey === null) {
+        const job = batch[0]!
+        const added = job.status === "pending" ? 1 : 0
+        if (added > 0 && pending + added > maxPending) return Either.left(queueFull(maxPending))
+        jobs.set(job.id, job)
+        addToOrder(job)
+        pending += added
+        return Either.right([{ job, created: true }])
+      }
+      const results: Array<Inserted> = []
+      const fresh: Array<Job> = []
+      const claimed = new Map<string, Job>()
+      for (const job of batch) {
+        const key = job.idempotencyKey
+        const holder = key === null ? undefined : (claimed.get(key) ?? jobs.get(keys.get(key) ?? ""))
+        if (holder !== undefined) {
+          results.push({ job: holder, created: false })
+          continue
+        }
+        if (key !== null) claimed.set(key, job)
+        fresh.push(job)
+        results.push({ job, created: true })
+      }
+      const added = fresh.filter((job) => job.status === "pending").length
+      if (added > 0 && pending + added > maxPending) return Either.left(queueFull(maxPending))
+      for (const job of fresh) {
+        jobs.set(job.id, job)
+        if (job.idempotencyKey !== null) keys.set(job.idempotencyKey, job.id)
+        addToOrder(job)
+      }
+      pending += added
+      return Either.right(results)
+    },
+    transition: (id, to, detail, now) => {
+      const job = jobs.get(id)
+      if (job === undefined) return { _tag: "NotFound" }
+      if (!canTransition(job.status, to)) return { _tag: "Refused", job }
+      return { _tag: "Moved", from: job.status, job: move(job, to, detail, now) }
+    },
+    prune: (policy, now) => {
+      const oldest = now.getTime() - policy.maxAgeMs
+      let evicted = 0
+      while (finishedHead < finished.length) {
+        const id = finished[finishedHead]!
+        const job = jobs.get(id)
+        const finishedAt = job?.finishedAt?.getTime()
+        if (
+          job !== undefined &&
+          finishedCount() <= policy.maxCount &&
+          finishedAt !== undefined &&
+          finishedAt > oldest
+        )
+          break
+        finished[finishedHead++] = undefined as never
+        if (job !== undefined) {
+          evict(id)
+          evicted++
+        }
+      }
+      if (finishedHead > 1024 && finishedHead * 2 > finished.length) {
+        finished = finished.slice(finishedHead)
+        finishedHead = 0
+      }
+      if (evictedInOrder > 1024 && evictedInOrder * 2 > orderIds.length) compactOrder()
+      return evicted
+    }
+  }
+
   return {
     durable: false,
-    insert: (batch, maxPending) =>
-      Effect.suspend(() => {
-        const results: Array<Inserted> = []
-        const fresh: Array<Job> = []
-        const claimed = new Map<string, Job>()
-        for (const job of batch) {
-          const key = job.idempotencyKey
-          const holder = key === null ? undefined : (claimed.get(key) ?? jobs.get(keys.get(key) ?? ""))
-          if (holder !== undefined) {
-            results.push({ job: holder, created: false })
-            continue
-          }
-          if (key !== null) claimed.set(key, job)
-          fresh.push(job)
-          results.push({ job, created: true })
-        }
-        const added = fresh.filter((job) => job.status === "pending").length
-        if (added > 0 && pending + added > maxPending) return Effect.fail(queueFull(maxPending))
-        for (const job of fresh) {
-          jobs.set(job.id, job)
-          if (job.idempotencyKey !== null) keys.set(job.idempotencyKey, job.id)
-          addToOrder(job)
-        }
-        pending += added
-        return Effect.succeed(results)
-      }),
+    inline,
+    insert: (batch, maxPending) => Effect.suspend(() => inline.insert(batch, maxPending)),
     get: (id) => Effect.sync(() => Option.fromNullable(jobs.get(id))),
     list: (query) =>
       Effect.suspend(() => {
@@ -351,13 +416,7 @@ export const makeMemory = (): JobStoreService => {
           new JobPage({ items, nextCursor: more && last ? cursorAfter(last) : null }, true)
         )
       }),
-    transition: (id, to, detail, now) =>
-      Effect.sync((): Transition => {
-        const job = jobs.get(id)
-        if (job === undefined) return { _tag: "NotFound" }
-        if (!canTransition(job.status, to)) return { _tag: "Refused", job }
-        return { _tag: "Moved", from: job.status, job: move(job, to, detail, now) }
-      }),
+    transition: (id, to, detail, now) => Effect.sync(() => inline.transition(id, to, detail, now)),
     progress: (id, patch, now) =>
       Effect.sync(() => {
         const job = jobs.get(id)
@@ -367,34 +426,7 @@ export const makeMemory = (): JobStoreService => {
         return Option.some(next)
       }),
     pendingCount: Effect.sync(() => pending),
-    prune: (policy, now) =>
-      Effect.sync(() => {
-        const oldest = now.getTime() - policy.maxAgeMs
-        let evicted = 0
-        while (finishedHead < finished.length) {
-          const id = finished[finishedHead]!
-          const job = jobs.get(id)
-          const finishedAt = job?.finishedAt?.getTime()
-          if (
-            job !== undefined &&
-            finishedCount() <= policy.maxCount &&
-            finishedAt !== undefined &&
-            finishedAt > oldest
-          )
-            break
-          finished[finishedHead++] = undefined as never
-          if (job !== undefined) {
-            evict(id)
-            evicted++
-          }
-        }
-        if (finishedHead > 1024 && finishedHead * 2 > finished.length) {
-          finished = finished.slice(finishedHead)
-          finishedHead = 0
-        }
-        if (evictedInOrder > 1024 && evictedInOrder * 2 > orderIds.length) compactOrder()
-        return evicted
-      }),
+    prune: (policy, now) => Effect.sync(() => inline.prune(policy, now)),
     claim: ({ leaseUntil, limit, now, owner, types }) =>
       Effect.sync(() => {
         const wanted = types === undefined ? undefined : new Set<string>(types)

@@ -7,6 +7,7 @@
  */
 import {
   Effect,
+  Either,
   Metric,
   MetricBoundaries,
   MetricKeyType,
@@ -15,7 +16,7 @@ import {
   MetricState
 } from "effect"
 import type { Job, JobStatus } from "./domain/Job.js"
-import type { Inserted, JobStoreService } from "./JobStore.js"
+import type { InlineWrites, Inserted, JobStoreService } from "./JobStore.js"
 
 /** Jobs created by a submission (not those found by their idempotency key), by `type`. */
 export const jobsSubmitted = Metric.counter("job_queue_jobs_submitted_total", {
@@ -160,14 +161,29 @@ const onMoved = (from: JobStatus, job: Job): void => {
   }
 }
 
+const instrumentInline = (inline: InlineWrites): InlineWrites => ({
+  insert: (jobs, maxPending) => {
+    const inserted = inline.insert(jobs, maxPending)
+    if (Either.isRight(inserted)) onInserted(inserted.right)
+    return inserted
+  },
+  transition: (id, to, detail, now) => {
+    const transition = inline.transition(id, to, detail, now)
+    if (transition._tag === "Moved") onMoved(transition.from, transition.job)
+    return transition
+  },
+  prune: inline.prune
+})
+
 /**
  * The store as the engine uses it, updating the job metrics from what each write reports: creations, status moves
  * (a move from running back to pending is a retry), claims, hand-backs and lease recoveries. One `Effect.map` per
- * write and synchronous updates; reads are untouched. The lease sweep of a durable store (`recoverExpired`, every
+ * write (none for the store's inline writes) and synchronous updates; reads are untouched. The lease sweep of a durable store (`recoverExpired`, every
  * `leaseMs / 2`) also resets {@link jobsPending} to the store's count, which other processes change too.
  */
 export const instrumentStore = (store: JobStoreService): JobStoreService => ({
   ...store,
+  ...(store.inline === undefined ? {} : { inline: instrumentInline(store.inline) }),
   insert: (jobs, maxPending) =>
     Effect.map(store.insert(jobs, maxPending), (results) => {
       onInserted(results)

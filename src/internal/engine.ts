@@ -48,7 +48,7 @@ import {
   type SubmitError,
   type Submitted
 } from "../JobQueue.js"
-import { JobStore, type RetentionPolicy, type Transition } from "../JobStore.js"
+import { JobStore, type RetentionPolicy, type Transition, type TransitionDetail } from "../JobStore.js"
 import { instrumentStore, trackRunning } from "../metrics.js"
 import { DelayedJobs } from "./DelayedJobs.js"
 import { type ReadyEntry, ReadyQueue } from "./ReadyQueue.js"
@@ -145,6 +145,8 @@ const snapshotKind = (status: JobStatus): JobEventKind =>
 export const make = (options: JobQueueOptions) =>
   Effect.gen(function* () {
     const store = instrumentStore(yield* JobStore)
+    // The in-memory store's writes, called inline on the hot path (see `JobStoreService.inline`).
+    const inline = store.inline
     const handlers = yield* JobHandlers
     const clock = yield* Effect.clock
     const ready = new ReadyQueue((type) => limitOf(type))
@@ -235,7 +237,20 @@ export const make = (options: JobQueueOptions) =>
       publish(job.status as JobEventKind, job)
       notifyWaiters(job)
       // A durable store is pruned by the periodic sweep only: a delete per finished job would cost a round trip.
-      return durable ? Effect.void : Effect.asVoid(store.prune(retention, now()))
+      if (durable) return Effect.void
+      if (inline === undefined) return Effect.asVoid(store.prune(retention, now()))
+      inline.prune(retention, now())
+      return Effect.void
+    }
+
+    // A job's move to a final status, and then what `finished` does.
+    const finish = (id: JobId, to: JobStatus, detail: TransitionDetail): Effect.Effect<void> => {
+      if (inline === undefined)
+        return Effect.flatMap(store.transition(id, to, detail, now()), (moved) =>
+          moved._tag === "Moved" ? finished(moved.job) : Effect.void
+        )
+      const moved = inline.transition(id, to, detail, now())
+      return moved._tag === "Moved" ? finished(moved.job) : Effect.void
     }
 
     const schedule = (job: Job, at: number): void => {
@@ -367,7 +382,7 @@ export const make = (options: JobQueueOptions) =>
           if (Either.isLeft(job)) return Effect.fail(job.left)
           jobs.push(job.right)
         }
-        return Effect.map(store.insert(jobs, options.maxPending), (results) => {
+        const queued = (results: ReadonlyArray<Submitted>): ReadonlyArray<Submitted> => {
           const at = createdAt.getTime()
           for (const { job, created } of results) {
             if (!created) continue
@@ -375,7 +390,10 @@ export const make = (options: JobQueueOptions) =>
             schedule(job, at)
           }
           return results
-        })
+        }
+        if (inline === undefined) return Effect.map(store.insert(jobs, options.maxPending), queued)
+        const inserted = inline.insert(jobs, options.maxPending)
+        return Either.isLeft(inserted) ? Effect.fail(inserted.left) : Effect.succeed(queued(inserted.right))
       })
 
     const offerMany: JobQueueService["offerMany"] = (requests) => submitRequests(requests, true)
@@ -449,9 +467,7 @@ export const make = (options: JobQueueOptions) =>
       if (Exit.isSuccess(exit)) {
         const result = exit.value === undefined ? null : exit.value
         if (!isJson(result)) return fail(job, Cause.fail("The handler's result is not a JSON value"))
-        return Effect.flatMap(store.transition(job.id, "completed", { result }, now()), (transition) =>
-          transition._tag === "Moved" ? finished(transition.job) : Effect.void
-        )
+        return finish(job.id, "completed", { result })
       }
       if (!Cause.isInterruptedOnly(exit.cause)) return fail(job, exit.cause)
       if (record.cancelled) return Effect.void
@@ -461,10 +477,7 @@ export const make = (options: JobQueueOptions) =>
         wakeOthers = true
         return Effect.asVoid(store.release(owner, [job.id], now()))
       }
-      return Effect.flatMap(
-        store.transition(job.id, "cancelled", { error: shutdownReason }, now()),
-        (transition) => (transition._tag === "Moved" ? finished(transition.job) : Effect.void)
-      )
+      return finish(job.id, "cancelled", { error: shutdownReason })
     }
 
     const execute = (
@@ -477,10 +490,16 @@ export const make = (options: JobQueueOptions) =>
         return fail(job, Cause.fail(`No handler is registered for type "${job.type}"`))
       const context: JobContext = { job, progress: (update) => progress(job.id, update) }
       const attempt = handler.run(job.metadata, context)
+      // The worker switches to the handler's context and stays in it for the jobs that follow (of this type, mostly):
+      // `run` then need not provide it on each job (see `RegisteredHandler.context`).
+      const switched =
+        handler.context === undefined || record.fiber.currentContext === handler.context
+          ? attempt
+          : Effect.zipRight(FiberRef.set(FiberRef.currentContext, handler.context), attempt)
       const timed =
         job.timeoutMs === null
-          ? attempt
-          : Effect.timeoutFail(attempt, {
+          ? switched
+          : Effect.timeoutFail(switched, {
               duration: Duration.millis(job.timeoutMs),
               onTimeout: () =>
                 new JobTimeout({
@@ -493,6 +512,7 @@ export const make = (options: JobQueueOptions) =>
 
     const runOne = (
       self: Fiber.RuntimeFiber<unknown, unknown>,
+      base: HashMap.HashMap<string, unknown>,
       entry: ReadyEntry,
       restore: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
     ): Effect.Effect<void> => {
@@ -500,39 +520,39 @@ export const make = (options: JobQueueOptions) =>
       const record: RunningJob = { fiber: self, cancelled: false }
       running.set(id, record)
       trackRunning(1)
-      const annotations = self.getFiberRef(FiberRef.currentLogAnnotations)
-      return store.transition(id, "running", {}, now()).pipe(
-        Effect.flatMap((transition) => {
-          if (transition._tag !== "Moved") return Effect.void
-          publish("started", transition.job)
-          return Effect.zipRight(
-            FiberRef.set(FiberRef.currentLogAnnotations, annotationsFor(annotations, transition.job)),
-            execute(transition.job, record, restore)
-          )
-        }),
-        Effect.ensuring(
-          Effect.zipRight(
-            FiberRef.set(FiberRef.currentLogAnnotations, annotations),
-            Effect.sync(() => {
-              running.delete(id)
-              trackRunning(-1)
-              ready.release(entry.type)
-              if (shuttingDown && running.size === 0) Deferred.unsafeDone(drained, Exit.void)
-            })
-          )
+      const started = (transition: Transition): Effect.Effect<void> => {
+        if (transition._tag !== "Moved") return Effect.void
+        publish("started", transition.job)
+        // The job's annotations stay on the worker until its next job replaces them: the worker logs nothing of its
+        // own in between, and restoring them would cost a second fiber-ref write per job.
+        return Effect.zipRight(
+          FiberRef.set(FiberRef.currentLogAnnotations, annotationsFor(base, transition.job)),
+          execute(transition.job, record, restore)
         )
+      }
+      return Effect.ensuring(
+        inline === undefined
+          ? Effect.flatMap(store.transition(id, "running", {}, now()), started)
+          : Effect.suspend(() => started(inline.transition(id, "running", {}, now()))),
+        Effect.sync(() => {
+          running.delete(id)
+          trackRunning(-1)
+          ready.release(entry.type)
+          if (shuttingDown && running.size === 0) Deferred.unsafeDone(drained, Exit.void)
+        })
       )
     }
 
     // Interruptible only while waiting for a job and while its handler runs: a cancel that arrives in between is
     // acted on at the worker's next wait, where it ends the worker without losing anything.
-    const worker: Effect.Effect<void> = Effect.withFiberRuntime((self) =>
-      Effect.uninterruptibleMask((restore) =>
+    const worker: Effect.Effect<void> = Effect.withFiberRuntime((self) => {
+      const base = self.getFiberRef(FiberRef.currentLogAnnotations)
+      return Effect.uninterruptibleMask((restore) =>
         Effect.whileLoop({
           while: () => !shuttingDown,
           body: () =>
             Effect.flatMap(restore(ready.take), (entry) => {
-              if (!shuttingDown) return runOne(self, entry, restore)
+              if (!shuttingDown) return runOne(self, base, entry, restore)
               ready.release(entry.type)
               ready.offer(entry.id, entry.type, entry.priority)
               return Effect.void
@@ -540,7 +560,7 @@ export const make = (options: JobQueueOptions) =>
           step: () => {}
         })
       )
-    )
+    })
 
     const runClaimed = (
       self: Fiber.RuntimeFiber<unknown, unknown>,
