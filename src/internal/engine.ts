@@ -40,7 +40,7 @@ import {
 } from "../domain/Job.js"
 import { JobEvent, type JobEventKind } from "../domain/JobEvent.js"
 import { SubmitOptions } from "../domain/SubmitOptions.js"
-import { type JobContext, JobHandlers, type ProgressUpdate } from "../JobHandlers.js"
+import { type JobContext, JobHandlers, type ProgressUpdate, type RegisteredHandler } from "../JobHandlers.js"
 import {
   eventBufferSize,
   type JobQueueService,
@@ -93,6 +93,12 @@ const annotationsFor = (
     typeAnnotations.set(job.type, byType)
   }
   return HashMap.set(byType, "jobId", job.id)
+}
+
+// Whether an object has no own enumerable keys (`{}`: no size to check).
+const isEmptyObject = (value: object): boolean => {
+  for (const _ in value) return false
+  return true
 }
 
 const messageOf = (error: unknown): string => {
@@ -280,6 +286,17 @@ export const make = (options: JobQueueOptions) =>
             index
           })
 
+    // A type's defaults, checked once: a submission without options of its own takes them as they are.
+    const checkedDefaults = new WeakMap<RegisteredHandler, ReturnType<typeof validateOptions>>()
+    const defaultsOf = (handler: RegisteredHandler): ReturnType<typeof validateOptions> => {
+      let checked = checkedDefaults.get(handler)
+      if (checked === undefined) {
+        checked = validateOptions(handler.defaults)
+        checkedDefaults.set(handler, checked)
+      }
+      return checked
+    }
+
     const build = (
       request: JobRequest,
       createdAt: Date,
@@ -298,15 +315,20 @@ export const make = (options: JobQueueOptions) =>
           )
         )
       }
-      if (request.metadata !== undefined && jsonLargerThan(request.metadata, options.maxMetadataBytes)) {
+      if (
+        request.metadata !== undefined &&
+        !isEmptyObject(request.metadata) &&
+        jsonLargerThan(request.metadata, options.maxMetadataBytes)
+      ) {
         const message = `metadata: is larger than ${options.maxMetadataBytes} bytes as JSON`
         return Either.left(invalid(index, new InvalidJobInput({ message, field: "metadata" })))
       }
       const metadata = handler.validate(request.metadata ?? {})
       if (Either.isLeft(metadata)) return Either.left(invalid(index, metadata.left))
-      const merged =
-        request.options === undefined ? handler.defaults : { ...handler.defaults, ...request.options }
-      const checked = validateOptions(merged)
+      const checked =
+        request.options === undefined
+          ? defaultsOf(handler)
+          : validateOptions({ ...handler.defaults, ...request.options })
       if (Either.isLeft(checked)) {
         // Name the option at fault ("options.maxAttempts"), as metadata errors name their field: the tree's last
         // line alone is the `undefined` branch of the optional ("Expected undefined, actual 0").
@@ -369,11 +391,13 @@ export const make = (options: JobQueueOptions) =>
       )
     }
 
-    const submitRequests = (
+    // Builds, stores and queues the requests; `pick` shapes the results (applied in the same step).
+    const submitRequests = <A>(
       requests: ReadonlyArray<JobRequest>,
-      batch: boolean
-    ): Effect.Effect<ReadonlyArray<Submitted>, SubmitError> =>
-      Effect.suspend((): Effect.Effect<ReadonlyArray<Submitted>, SubmitError> => {
+      batch: boolean,
+      pick: (results: ReadonlyArray<Submitted>) => A
+    ): Effect.Effect<A, SubmitError> =>
+      Effect.suspend((): Effect.Effect<A, SubmitError> => {
         if (shuttingDown) return Effect.fail(QueueShuttingDown.instance)
         const createdAt = now()
         const jobs: Array<Job> = []
@@ -382,33 +406,33 @@ export const make = (options: JobQueueOptions) =>
           if (Either.isLeft(job)) return Effect.fail(job.left)
           jobs.push(job.right)
         }
-        const queued = (results: ReadonlyArray<Submitted>): ReadonlyArray<Submitted> => {
+        const queued = (results: ReadonlyArray<Submitted>): A => {
           const at = createdAt.getTime()
           for (const { job, created } of results) {
             if (!created) continue
             publish("submitted", job)
             schedule(job, at)
           }
-          return results
+          return pick(results)
         }
         if (inline === undefined) return Effect.map(store.insert(jobs, options.maxPending), queued)
         const inserted = inline.insert(jobs, options.maxPending)
         return Either.isLeft(inserted) ? Effect.fail(inserted.left) : Effect.succeed(queued(inserted.right))
       })
 
-    const offerMany: JobQueueService["offerMany"] = (requests) => submitRequests(requests, true)
+    const all = (results: ReadonlyArray<Submitted>) => results
+    const first = (results: ReadonlyArray<Submitted>) => results[0]!
+    const jobs = (results: ReadonlyArray<Submitted>) => results.map((result) => result.job)
+    const firstJob = (results: ReadonlyArray<Submitted>) => results[0]!.job
 
-    const offer: JobQueueService["offer"] = (request) =>
-      Effect.map(submitRequests([request], false), (results) => results[0]!)
+    const offerMany: JobQueueService["offerMany"] = (requests) => submitRequests(requests, true, all)
 
-    const submitMany: JobQueueService["submitMany"] = (requests) =>
-      Effect.map(submitRequests(requests, true), (results) => results.map((result) => result.job))
+    const offer: JobQueueService["offer"] = (request) => submitRequests([request], false, first)
+
+    const submitMany: JobQueueService["submitMany"] = (requests) => submitRequests(requests, true, jobs)
 
     const submit: JobQueueService["submit"] = (type, metadata, submitOptions) =>
-      Effect.map(
-        submitRequests([{ type, metadata, options: submitOptions }], false),
-        (results) => results[0]!.job
-      )
+      submitRequests([{ type, metadata, options: submitOptions }], false, firstJob)
 
     const get: JobQueueService["get"] = (id) =>
       Effect.flatMap(store.get(id), (job) =>
