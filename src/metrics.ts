@@ -110,13 +110,18 @@ const byType = (type: string): ReadonlyArray<MetricLabel.MetricLabel> => {
   return labels
 }
 
-const durationLabels = new Map<string, ReadonlyArray<MetricLabel.MetricLabel>>()
+// By status, then type: no key to build per update.
+const durationLabels = new Map<JobStatus, Map<string, ReadonlyArray<MetricLabel.MetricLabel>>>()
 const byTypeAndStatus = (type: string, status: JobStatus): ReadonlyArray<MetricLabel.MetricLabel> => {
-  const key = `${status}|${type}`
-  let labels = durationLabels.get(key)
+  let byStatus = durationLabels.get(status)
+  if (byStatus === undefined) {
+    byStatus = new Map()
+    durationLabels.set(status, byStatus)
+  }
+  let labels = byStatus.get(type)
   if (labels === undefined) {
     labels = [MetricLabel.make("type", type), MetricLabel.make("status", status)]
-    durationLabels.set(key, labels)
+    byStatus.set(type, labels)
   }
   return labels
 }

@@ -531,7 +531,10 @@ export const make = (options: JobQueueOptions) =>
                   timeoutMs: job.timeoutMs!
                 })
             })
-      return Effect.flatMap(Effect.exit(restore(timed)), (exit) => settle(job, record, exit))
+      return Effect.matchCauseEffect(restore(timed), {
+        onFailure: (cause) => settle(job, record, Exit.failCause(cause)),
+        onSuccess: (value) => settle(job, record, Exit.succeed(value))
+      })
     }
 
     const runOne = (
