@@ -47,7 +47,7 @@ class Fifo {
 /** The ready jobs of one type: one FIFO per priority, its concurrency limit, and how many of its jobs run. */
 class Lane {
   readonly buckets = new Map<number, Fifo>()
-  /** Priorities present in `buckets`, highest first. */
+  /** Priorities present in `buckets`, highest first. Only an empty lane may hold an empty bucket, and only one. */
   priorities: Array<number> = []
   size = 0
   running = 0
@@ -57,6 +57,11 @@ class Lane {
   push(entry: ReadyEntry): void {
     let bucket = this.buckets.get(entry.priority)
     if (bucket === undefined) {
+      // The only empty bucket there can be is the one kept when the lane emptied (see `shift`).
+      if (this.size === 0 && this.priorities.length > 0) {
+        this.buckets.clear()
+        this.priorities = []
+      }
       bucket = new Fifo()
       this.buckets.set(entry.priority, bucket)
       let i = 0
@@ -76,7 +81,9 @@ class Lane {
     const top = this.priorities[0]!
     const bucket = this.buckets.get(top)!
     const entry = bucket.shift()!
-    if (bucket.size === 0) {
+    // A lane's last bucket is kept when it empties: with one priority in use (the usual case) a queue that drains at
+    // each job would otherwise build a bucket, and its place in `priorities`, for every job.
+    if (bucket.size === 0 && this.priorities.length > 1) {
       this.buckets.delete(top)
       this.priorities.shift()
     }
