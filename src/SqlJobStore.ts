@@ -14,7 +14,20 @@ import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type { Fragment, Statement } from "@effect/sql/Statement"
-import { type ConfigError, Data, Effect, Layer, Option, Redacted, Stream } from "effect"
+import {
+  type ConfigError,
+  Data,
+  Deferred,
+  Effect,
+  Either,
+  Exit,
+  FiberId,
+  Layer,
+  Option,
+  Redacted,
+  Stream
+} from "effect"
+import type { QueueFull } from "./domain/errors.js"
 import {
   canTransition,
   Job,
@@ -256,6 +269,47 @@ export const statements = (client: SqlClient.SqlClient) => {
       WHERE id = ${id} AND status IN ${sql.in(sources(to))}
       RETURNING *`
 
+  /** One move of a batch: a job, where to, and what the move records. */
+  type Move = { readonly id: JobId; readonly detail: TransitionDetail; readonly now: Date }
+
+  /** What a move to `to` writes besides the status, read from the batch's row `v` of values. */
+  const batchEffects = (to: JobStatus): string => {
+    switch (to) {
+      case "running":
+        return "attempts = attempts + 1, started_at = v.moved_at"
+      case "pending":
+        return "stage = 'queued', progress = 0, message = NULL, last_error = v.error, run_at = v.run_at"
+      case "completed":
+        return "progress = 100, result = v.result, finished_at = v.moved_at"
+      case "failed":
+        return "error = v.error, last_error = v.error, finished_at = v.moved_at"
+      case "cancelled":
+        return "error = v.error, finished_at = v.moved_at"
+    }
+  }
+
+  /**
+   * Moves several jobs (distinct ids) to `to` in one statement, each with its own detail and time: `transition` for
+   * many. RETURNING gives the jobs that moved; the others were refused (or are gone).
+   */
+  const transitionMany = (to: JobStatus, moves: ReadonlyArray<Move>): Statement<Row> => {
+    const values = moves.map(({ detail, id, now }) => {
+      const result = JSON.stringify(detail.result ?? null)
+      const runAt = time(detail.runAt ?? now)
+      return pg
+        ? sql`(${id}::uuid, ${time(now)}::timestamptz, ${result}::jsonb, ${detail.error ?? null}::text,
+            ${runAt}::timestamptz)`
+        : sql`(${id}, ${time(now)}, ${result}, ${detail.error ?? null}, ${runAt})`
+    })
+    // The values' columns are named by a CTE (SQLite's subqueries take no column list); `RETURNING jobs.*` on
+    // PostgreSQL keeps v's columns (one is named `error` too) out of the rows.
+    return sql<Row>`WITH v (id, moved_at, result, error, run_at) AS (VALUES ${sql.csv(values)})
+      UPDATE jobs SET previous_status = jobs.status, status = ${to}, updated_at = v.moved_at,
+        lease_owner = NULL, lease_until = NULL, ${sql.literal(batchEffects(to))}
+      FROM v WHERE jobs.id = v.id AND jobs.status IN ${sql.in(sources(to))}
+      RETURNING ${sql.literal(pg ? "jobs.*" : "*")}`
+  }
+
   const claim = (options: ClaimOptions): Statement<Row> => {
     const due = sql.and([
       sql`status = 'pending'`,
@@ -305,7 +359,7 @@ export const statements = (client: SqlClient.SqlClient) => {
 
   const pendingCount: Statement<Row> = sql<Row>`SELECT COUNT(*) AS n FROM jobs WHERE status = 'pending'`
 
-  return { sql, pg, time, decode, encode, transition, claim, list, pendingCount } as const
+  return { sql, pg, time, decode, encode, transition, transitionMany, claim, list, pendingCount } as const
 }
 
 const isTransient = (error: SqlError): boolean => {
@@ -327,6 +381,58 @@ const run = <A, E>(effect: Effect.Effect<A, E | SqlError>): Effect.Effect<A, Exc
       (error) => Effect.die(error)
     )
   ) as Effect.Effect<A, Exclude<E, SqlError>>
+
+/**
+ * Runs the calls that arrive while a write is in flight together, as the next write: the first call starts a writer
+ * fiber, which takes every call waiting, writes them as one batch, and goes on while more have arrived meanwhile.
+ * A lone call is written at once; under load each commit (an fsync) is shared by every call that waited for it.
+ * Hand-written: Effect's request batching groups the requests of one fiber's `forEach`, not calls from many fibers.
+ * On PostgreSQL this took 10,000 completions at C=64 from one commit each (848 jobs/s) to a few dozen a commit.
+ */
+const batching = <I, O>(
+  write: (items: ReadonlyArray<I>) => Effect.Effect<ReadonlyArray<O>>
+): ((item: I) => Effect.Effect<O>) => {
+  let waiting: Array<readonly [I, Deferred.Deferred<O>]> = []
+  let writing = false
+  const settle = (
+    batch: ReadonlyArray<readonly [I, Deferred.Deferred<O>]>,
+    exit: Exit.Exit<ReadonlyArray<O>>
+  ) => {
+    batch.forEach(([, deferred], i) => {
+      Deferred.unsafeDone(
+        deferred,
+        Exit.map(exit, (outputs) => outputs[i]!)
+      )
+    })
+  }
+  const drain: Effect.Effect<void> = Effect.suspend(() => {
+    const batch = waiting
+    waiting = []
+    if (batch.length === 0) {
+      writing = false
+      return Effect.void
+    }
+    return Effect.flatMap(
+      Effect.exit(
+        write(batch.map(([item]) => item)).pipe(
+          Effect.onInterrupt(() => Effect.sync(() => settle(batch, Exit.interrupt(FiberId.none))))
+        )
+      ),
+      (exit) => {
+        settle(batch, exit)
+        return drain
+      }
+    )
+  }).pipe(Effect.onInterrupt(() => Effect.sync(() => (writing = false))))
+  return (item) =>
+    Effect.suspend(() => {
+      const deferred = Deferred.unsafeMake<O>(FiberId.none)
+      waiting.push([item, deferred])
+      if (writing) return Deferred.await(deferred)
+      writing = true
+      return Effect.zipRight(Effect.forkDaemon(drain), Deferred.await(deferred))
+    })
+}
 
 /** An idempotency key's holder vanished between the insert and the read (pruned meanwhile): the insert is retried. */
 class HolderVanished {
@@ -351,8 +457,13 @@ export const make: Effect.Effect<JobStoreService, SqlError | Migrator.MigrationE
         rows[0] === undefined ? Option.none() : Option.some(decode(rows[0]))
       )
 
-    const insertOnce = (batch: ReadonlyArray<Job>, maxPending: number) =>
+    type InsertCall = { readonly jobs: ReadonlyArray<Job>; readonly maxPending: number }
+
+    // Inserts the jobs of several calls in one transaction, each call's results apart. Fails with `QueueFull` when
+    // the pending count ends above any of the calls' limits (one call alone: exactly its own check).
+    const insertOnce = (calls: ReadonlyArray<InsertCall>) =>
       Effect.gen(function* () {
+        const batch = calls.flatMap((call) => call.jobs)
         const created = new Set<string>()
         for (let start = 0; start < batch.length; start += insertChunk) {
           const rows =
@@ -361,49 +472,76 @@ export const make: Effect.Effect<JobStoreService, SqlError | Migrator.MigrationE
             RETURNING id`
           for (const row of rows) created.add(String(row.id).toLowerCase())
         }
-        let added = 0
+        let limit = Number.POSITIVE_INFINITY
         const keys: Array<string> = []
-        for (const job of batch) {
-          if (created.has(job.id.toLowerCase())) {
-            if (job.status === "pending") added++
-          } else if (job.idempotencyKey !== null) keys.push(job.idempotencyKey)
+        for (const call of calls) {
+          for (const job of call.jobs) {
+            if (created.has(job.id.toLowerCase())) {
+              if (job.status === "pending") limit = Math.min(limit, call.maxPending)
+            } else if (job.idempotencyKey !== null) keys.push(job.idempotencyKey)
+          }
         }
-        if (added > 0) {
+        if (limit !== Number.POSITIVE_INFINITY) {
           // Concurrent inserts count one after another, so together they cannot pass the limit.
           if (q.pg)
             yield* sql`SELECT pg_advisory_xact_lock(hashtext('effect-job-queue'), hashtext(current_schema()))`
           const [row] = yield* q.pendingCount
-          if (Number(row?.n) > maxPending) return yield* queueFull(maxPending)
+          if (Number(row?.n) > limit) return yield* queueFull(limit)
         }
         const holders = new Map<string, Job>()
         if (keys.length > 0) {
           const rows = yield* sql<Row>`SELECT * FROM jobs WHERE idempotency_key IN ${sql.in(keys)}`
           for (const row of rows) holders.set(String(row.idempotency_key), decode(row))
         }
-        const results: Array<Inserted> = []
-        for (const job of batch) {
-          if (created.has(job.id.toLowerCase())) {
-            results.push({ job, created: true })
-            continue
+        const results: Array<ReadonlyArray<Inserted>> = []
+        for (const call of calls) {
+          const inserted: Array<Inserted> = []
+          for (const job of call.jobs) {
+            if (created.has(job.id.toLowerCase())) {
+              inserted.push({ job, created: true })
+              continue
+            }
+            const holder = job.idempotencyKey === null ? undefined : holders.get(job.idempotencyKey)
+            if (holder === undefined) return yield* Effect.fail(new HolderVanished())
+            inserted.push({ job: holder, created: false })
           }
-          const holder = job.idempotencyKey === null ? undefined : holders.get(job.idempotencyKey)
-          if (holder === undefined) return yield* Effect.fail(new HolderVanished())
-          results.push({ job: holder, created: false })
+          results.push(inserted)
         }
-        return results as ReadonlyArray<Inserted>
+        return results
       }).pipe(sql.withTransaction)
 
-    const insert: JobStoreService["insert"] = (batch, maxPending) =>
-      batch.length === 0
-        ? Effect.succeed([])
-        : run(insertOnce(batch, maxPending)).pipe(
-            Effect.retry({ times: 5, while: (error) => error instanceof HolderVanished }),
-            Effect.catchIf(
-              (error): error is HolderVanished => error instanceof HolderVanished,
-              () =>
-                Effect.dieMessage("an idempotency key's job vanished while inserting, five times in a row")
+    const insertCalls = (calls: ReadonlyArray<InsertCall>) =>
+      run(insertOnce(calls)).pipe(
+        Effect.retry({ times: 5, while: (error) => error instanceof HolderVanished }),
+        Effect.catchIf(
+          (error): error is HolderVanished => error instanceof HolderVanished,
+          () => Effect.dieMessage("an idempotency key's job vanished while inserting, five times in a row")
+        )
+      )
+
+    // Inserts that arrive together share a transaction (and its commit). Should their jobs together pass a limit,
+    // each insert runs again on its own, so each gets exactly the outcome it would have had alone.
+    const insertBatched = batching(
+      (
+        calls: ReadonlyArray<InsertCall>
+      ): Effect.Effect<ReadonlyArray<Either.Either<ReadonlyArray<Inserted>, QueueFull>>> =>
+        calls.length === 1
+          ? Effect.map(Effect.either(insertCalls(calls)), (result) => [Either.map(result, (all) => all[0]!)])
+          : Effect.catchAll(
+              Effect.map(insertCalls(calls), (all) =>
+                all.map((inserted) => Either.right<ReadonlyArray<Inserted>>(inserted))
+              ),
+              (_full: QueueFull) =>
+                Effect.forEach(calls, (call) =>
+                  Effect.map(Effect.either(insertCalls([call])), (result) =>
+                    Either.map(result, (all) => all[0]!)
+                  )
+                )
             )
-          )
+    )
+
+    const insert: JobStoreService["insert"] = (jobs, maxPending) =>
+      jobs.length === 0 ? Effect.succeed([]) : Effect.flatten(insertBatched({ jobs, maxPending }))
 
     const list: JobStoreService["list"] = (query) =>
       Effect.suspend(() => {
@@ -425,24 +563,72 @@ export const make: Effect.Effect<JobStoreService, SqlError | Migrator.MigrationE
         )
       })
 
-    const transition: JobStoreService["transition"] = (id, to, detail, now) =>
-      run(
-        Effect.flatMap(q.transition(id, to, detail, now), ([row]) =>
-          row !== undefined
-            ? Effect.succeed<Transition>({
-                _tag: "Moved",
-                from: row.previous_status as JobStatus,
-                job: decode(row)
-              })
-            : Effect.map(
-                fetch(id),
-                Option.match({
-                  onNone: (): Transition => ({ _tag: "NotFound" }),
-                  onSome: (job): Transition => ({ _tag: "Refused", job })
-                })
-              )
+    type Move = {
+      readonly id: JobId
+      readonly to: JobStatus
+      readonly detail: TransitionDetail
+      readonly now: Date
+    }
+
+    // The moves of a batch, as statements: one per target status, of distinct jobs (a job moved twice in one batch
+    // is moved again by a later statement, which sees the first move). Several statements share one transaction.
+    const moveMany = (moves: ReadonlyArray<Move>): Effect.Effect<ReadonlyArray<Transition>, SqlError> => {
+      const rounds: Array<{ readonly to: JobStatus; readonly ids: Set<string>; readonly at: Array<number> }> =
+        []
+      moves.forEach((move, i) => {
+        const id = move.id.toLowerCase()
+        let round = rounds.find(
+          (round) => round.to === move.to && !round.ids.has(id) && round.at.length < insertChunk
         )
+        if (round === undefined) {
+          round = { to: move.to, ids: new Set(), at: [] }
+          rounds.push(round)
+        }
+        round.ids.add(id)
+        round.at.push(i)
+      })
+      const moved = new Array<Transition | undefined>(moves.length)
+      const statements = Effect.forEach(
+        rounds,
+        (round) =>
+          Effect.map(
+            q.transitionMany(
+              round.to,
+              round.at.map((i) => moves[i]!)
+            ),
+            (rows) => {
+              const byId = new Map(rows.map((row) => [String(row.id).toLowerCase(), row]))
+              for (const i of round.at) {
+                const row = byId.get(moves[i]!.id.toLowerCase())
+                if (row !== undefined)
+                  moved[i] = { _tag: "Moved", from: row.previous_status as JobStatus, job: decode(row) }
+              }
+            }
+          ),
+        { discard: true }
       )
+      return Effect.gen(function* () {
+        yield* rounds.length > 1 ? sql.withTransaction(statements) : statements
+        const refused = moves.filter((_, i) => moved[i] === undefined).map((move) => move.id)
+        const found = new Map<string, Job>()
+        if (refused.length > 0) {
+          const rows = yield* sql<Row>`SELECT * FROM jobs WHERE id IN ${sql.in(refused)}`
+          for (const row of rows) found.set(String(row.id).toLowerCase(), decode(row))
+        }
+        return moves.map((move, i): Transition => {
+          const done = moved[i]
+          if (done !== undefined) return done
+          const job = found.get(move.id.toLowerCase())
+          return job === undefined ? { _tag: "NotFound" } : { _tag: "Refused", job }
+        })
+      })
+    }
+
+    const moveBatched = batching((moves: ReadonlyArray<Move>) => run(moveMany(moves)))
+
+    // Moves that arrive together (the completions of a claimed batch, say) are written together.
+    const transition: JobStoreService["transition"] = (id, to, detail, now) =>
+      moveBatched({ id, to, detail, now })
 
     const progress = (id: JobId, patch: ProgressPatch, now: Date) => {
       const set: Array<Fragment> = [sql`updated_at = ${time(now)}`]

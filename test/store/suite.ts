@@ -405,6 +405,60 @@ export const suite = <E>(name: string, layer: Layer.Layer<JobStore, E>): void =>
         expect(yield* store.transition(makeJobId(), "running", {}, at(9))).toEqual({ _tag: "NotFound" })
       }))
 
+    test("concurrent transitions each get the outcome of some order of them, one at a time", (store) =>
+      Effect.gen(function* () {
+        const jobs = yield* insertAll(
+          store,
+          Array.from({ length: 12 }, () => makeJob())
+        )
+        for (const job of jobs.slice(0, 10)) yield* started(store, job, at(1))
+        const [twice, ...others] = jobs
+        const unknown = makeJobId()
+        // Several moves at once, some of one job: a store that writes moves together must still apply them in turn.
+        const outcomes = yield* Effect.all(
+          [
+            store.transition(twice!.id, "completed", { result: { n: 1 } }, at(5)),
+            store.transition(twice!.id, "completed", { result: { n: 2 } }, at(6)),
+            store.transition(twice!.id, "cancelled", { error: "stop" }, at(7)),
+            store.transition(unknown, "completed", { result: null }, at(5)),
+            ...others.map((job, i) =>
+              i % 3 === 0
+                ? store.transition(job.id, "failed", { error: `e${i}` }, at(5 + i))
+                : i % 3 === 1
+                  ? store.transition(job.id, "completed", { result: [i] }, at(5 + i))
+                  : store.transition(job.id, "pending", { error: `r${i}`, runAt: at(100 + i) }, at(5 + i))
+            )
+          ],
+          { concurrency: "unbounded" }
+        )
+        const onTwice = outcomes.slice(0, 3)
+        expect(onTwice.filter((outcome) => outcome._tag === "Moved")).toHaveLength(1)
+        expect(onTwice.filter((outcome) => outcome._tag === "Refused")).toHaveLength(2)
+        const final = yield* getJob(store, twice!.id)
+        for (const outcome of onTwice)
+          if (outcome._tag === "Refused") expect(outcome.job).toEqual(final)
+          else if (outcome._tag === "Moved") expect(outcome.job).toEqual(final)
+        expect(outcomes[3]).toEqual({ _tag: "NotFound" })
+        for (const [i, job] of others.entries()) {
+          const outcome = outcomes[4 + i]!
+          // The last two were never started: a pending job can neither fail nor complete.
+          if (i >= 9) {
+            expect(outcome).toEqual({ _tag: "Refused", job })
+            continue
+          }
+          const to = i % 3 === 0 ? "failed" : i % 3 === 1 ? "completed" : "pending"
+          const detail =
+            i % 3 === 0
+              ? { error: `e${i}` }
+              : i % 3 === 1
+                ? { result: [i] }
+                : { error: `r${i}`, runAt: at(100 + i) }
+          const after = applyTransition(applyTransition(job, "running", {}, at(1)), to, detail, at(5 + i))
+          expect(outcome).toEqual({ _tag: "Moved", from: "running", job: after })
+          expect(yield* getJob(store, job.id)).toEqual(after)
+        }
+      }))
+
     test("progress: recorded on running jobs only, as applyProgress does", (store) =>
       Effect.gen(function* () {
         const [pending, job, done] = yield* insertAll(store, [makeJob(), makeJob(), makeJob()])
