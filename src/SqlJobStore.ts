@@ -116,7 +116,7 @@ export const migrations: Migrator.Loader = Migrator.fromRecord({
         previous_status TEXT
       )`
     })
-    // The claim path: due pending jobs, highest priority first, then in insert order.
+    // The claim path: due pending jobs, highest priority first, then in insert order (replaced by migration 2).
     yield* sql`CREATE INDEX jobs_claim_idx ON jobs (status, run_at, priority DESC, seq)`
     // The list path, unfiltered and by status: newest first, ties by id.
     yield* sql`CREATE INDEX jobs_created_idx ON jobs (created_at DESC, id DESC)`
@@ -127,6 +127,14 @@ export const migrations: Migrator.Loader = Migrator.fromRecord({
     // Retention (finished jobs, earliest finished first) and lease recovery (running jobs under a lease).
     yield* sql`CREATE INDEX jobs_finished_idx ON jobs (finished_at, seq) WHERE finished_at IS NOT NULL`
     yield* sql`CREATE INDEX jobs_lease_idx ON jobs (lease_until) WHERE lease_until IS NOT NULL`
+  }),
+  // The claim path again, in the claim's own order: a claim walks pending jobs highest priority first and stops
+  // after `limit` due ones. Led by status and `run_at`, the first index made it read and sort every due pending job
+  // (about 9 ms a claim with 10,000 pending on PostgreSQL); this one, partial, holds pending jobs only.
+  "2_claim_order": Effect.gen(function* () {
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    yield* sql`CREATE INDEX jobs_pending_idx ON jobs (priority DESC, seq) WHERE status = 'pending'`
+    yield* sql`DROP INDEX jobs_claim_idx`
   })
 })
 
@@ -332,10 +340,11 @@ export const statements = (client: SqlClient.SqlClient) => {
         UPDATE jobs SET ${set}
         FROM claimed WHERE jobs.id = claimed.id
         RETURNING jobs.*`,
-      // SQLite runs one writer at a time: the statement is atomic as it stands.
+      // SQLite runs one writer at a time: the statement is atomic as it stands. Its planner, left to itself, reads
+      // pending jobs by the status index and sorts them all; the pending index is read in the claim's order.
       orElse: () => sql<Row>`UPDATE jobs SET ${set}
         WHERE seq IN (
-          SELECT seq FROM jobs WHERE ${due}
+          SELECT seq FROM jobs INDEXED BY jobs_pending_idx WHERE ${due}
           ORDER BY priority DESC, seq
           LIMIT ${options.limit}
         )
