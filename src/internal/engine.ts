@@ -933,7 +933,8 @@ export const make = (options: JobQueueOptions) =>
           }
           if (chunk.length > 0) messages.push(`e:${owner}:${chunk.join(",")}`)
         }
-        return Effect.forEach(messages, channel.send, { discard: true })
+        // Sent at once, so that a store that batches its writes sends them together.
+        return Effect.forEach(messages, channel.send, { concurrency: "unbounded", discard: true })
       })
 
     // What the other nodes say: wake up for their new work; relay their job events to this node's subscribers and

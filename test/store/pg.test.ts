@@ -1,7 +1,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import { describe, expect, it } from "@effect/vitest"
-import { Effect, Layer, Option, Redacted } from "effect"
+import { Effect, Layer, Option, Queue, Redacted, Stream } from "effect"
 import { JobStore } from "../../src/JobStore.js"
 import * as SqlJobStore from "../../src/SqlJobStore.js"
 import { at, makeJob, suite } from "./suite.js"
@@ -119,6 +119,29 @@ if (!reachable && process.env.CI) {
         expect(found).toEqual(Option.some(job))
         expect(migrations.map((row) => row.migration_id)).toEqual([1, 2])
       }).pipe(Effect.scoped, Effect.provide(admin))
+    )
+
+    it.live("signals: messages sent at once all arrive, each once, in order", () =>
+      Effect.gen(function* () {
+        const signals = (yield* JobStore).signals!
+        const inbox = yield* Queue.unbounded<string>()
+        yield* Effect.forkScoped(Stream.runForEach(signals.receive, (message) => Queue.offer(inbox, message)))
+        // The listener is up once a probe comes back (probes sent before it listened are lost).
+        yield* signals
+          .send("probe")
+          .pipe(
+            Effect.zipRight(Effect.timeout(Queue.take(inbox), "100 millis")),
+            Effect.retry({ times: 100 })
+          )
+        const messages = Array.from({ length: 20 }, (_, i) => `m${i}`)
+        yield* Effect.forEach(messages, signals.send, { concurrency: "unbounded", discard: true })
+        const received: Array<string> = []
+        while (received.length < messages.length) {
+          const message = yield* Queue.take(inbox)
+          if (message !== "probe") received.push(message)
+        }
+        expect(received).toEqual(messages)
+      }).pipe(Effect.scoped, Effect.provide(freshStore))
     )
 
     it.live("the claim, list and count queries use their indexes", () =>
