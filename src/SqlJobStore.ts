@@ -468,18 +468,41 @@ export const make: Effect.Effect<JobStoreService, SqlError | Migrator.MigrationE
 
     type InsertCall = { readonly jobs: ReadonlyArray<Job>; readonly maxPending: number }
 
-    // Inserts the jobs of several calls in one transaction, each call's results apart. Fails with `QueueFull` when
-    // the pending count ends above any of the calls' limits (one call alone: exactly its own check).
-    const insertOnce = (calls: ReadonlyArray<InsertCall>) =>
+    type Exec = (statement: Statement<Row>) => Effect.Effect<ReadonlyArray<Row>, SqlError>
+
+    const insertRows = (jobs: ReadonlyArray<Job>) =>
+      sql`INSERT INTO jobs ${sql.insert(jobs.map(q.encode))}
+        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+        RETURNING id`
+
+    // Inserts the jobs of several calls, each call's results apart, in the transaction `exec` runs in. Fails with
+    // `QueueFull` when the pending count ends above any of the calls' limits (one call alone: exactly its own check).
+    // `locked`: the caller took the insert lock before (PostgreSQL), so the last chunk's statement counts pending
+    // jobs too (its snapshot, taken after the lock, sees every insert committed before).
+    const insertWith = (exec: Exec, calls: ReadonlyArray<InsertCall>, locked: boolean) =>
       Effect.gen(function* () {
         const batch = calls.flatMap((call) => call.jobs)
         const created = new Set<string>()
+        let pendingBefore: number | undefined
+        let pendingAdded = 0
         for (let start = 0; start < batch.length; start += insertChunk) {
-          const rows =
-            yield* sql<Row>`INSERT INTO jobs ${sql.insert(batch.slice(start, start + insertChunk).map(q.encode))}
-            ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-            RETURNING id`
-          for (const row of rows) created.add(String(row.id).toLowerCase())
+          const chunk = batch.slice(start, start + insertChunk)
+          const last = start + insertChunk >= batch.length
+          const rows = yield* exec(
+            locked && last
+              ? sql<Row>`WITH inserted AS (${insertRows(chunk)})
+                  SELECT id::text AS id, NULL::bigint AS pending FROM inserted
+                  UNION ALL SELECT NULL, (SELECT COUNT(*) FROM jobs WHERE status = 'pending')`
+              : insertRows(chunk)
+          )
+          for (const row of rows) {
+            if (row.id === null || row.id === undefined) pendingBefore = Number(row.pending)
+            else created.add(String(row.id).toLowerCase())
+          }
+          // The count does not see the rows its own statement inserted.
+          if (locked && last)
+            for (const job of chunk)
+              if (job.status === "pending" && created.has(job.id.toLowerCase())) pendingAdded++
         }
         let limit = Number.POSITIVE_INFINITY
         const keys: Array<string> = []
@@ -491,15 +514,21 @@ export const make: Effect.Effect<JobStoreService, SqlError | Migrator.MigrationE
           }
         }
         if (limit !== Number.POSITIVE_INFINITY) {
-          // Concurrent inserts count one after another, so together they cannot pass the limit.
-          if (q.pg)
-            yield* sql`SELECT pg_advisory_xact_lock(hashtext('effect-job-queue'), hashtext(current_schema()))`
-          const [row] = yield* q.pendingCount
-          if (Number(row?.n) > limit) return yield* queueFull(limit)
+          let pending = pendingBefore === undefined ? undefined : pendingBefore + pendingAdded
+          if (pending === undefined) {
+            // Concurrent inserts count one after another, so together they cannot pass the limit.
+            if (q.pg && !locked)
+              yield* exec(
+                sql`SELECT pg_advisory_xact_lock(hashtext('effect-job-queue'), hashtext(current_schema()))`
+              )
+            const [row] = yield* exec(q.pendingCount)
+            pending = Number(row?.n)
+          }
+          if (pending > limit) return yield* queueFull(limit)
         }
         const holders = new Map<string, Job>()
         if (keys.length > 0) {
-          const rows = yield* sql<Row>`SELECT * FROM jobs WHERE idempotency_key IN ${sql.in(keys)}`
+          const rows = yield* exec(sql<Row>`SELECT * FROM jobs WHERE idempotency_key IN ${sql.in(keys)}`)
           for (const row of rows) holders.set(String(row.idempotency_key), decode(row))
         }
         const results: Array<ReadonlyArray<Inserted>> = []
@@ -517,7 +546,32 @@ export const make: Effect.Effect<JobStoreService, SqlError | Migrator.MigrationE
           results.push(inserted)
         }
         return results
-      }).pipe(sql.withTransaction)
+      })
+
+    const insertOnce = (calls: ReadonlyArray<InsertCall>) =>
+      q.pg
+        ? // Three round trips: BEGIN with the insert lock (one simple query), the insert with the count, COMMIT.
+          // Through `withTransaction`, with the lock and count apart, it took five, each waited for by the next
+          // insert (the lock is held until the commit).
+          Effect.scoped(
+            Effect.flatMap(sql.reserve, (connection) => {
+              const exec: Exec = (statement) => {
+                const [text, params] = statement.compile()
+                return connection.execute(text, params, undefined) as Effect.Effect<
+                  ReadonlyArray<Row>,
+                  SqlError
+                >
+              }
+              return Effect.zipRight(
+                connection.executeRaw(
+                  "BEGIN; SELECT pg_advisory_xact_lock(hashtext('effect-job-queue'), hashtext(current_schema()))",
+                  []
+                ),
+                Effect.zipLeft(insertWith(exec, calls, true), connection.executeRaw("COMMIT", []))
+              ).pipe(Effect.onError(() => Effect.ignore(connection.executeRaw("ROLLBACK", []))))
+            })
+          )
+        : sql.withTransaction(insertWith((statement) => statement, calls, false))
 
     const insertCalls = (calls: ReadonlyArray<InsertCall>) =>
       run(insertOnce(calls)).pipe(

@@ -622,7 +622,7 @@ export const make = (options: JobQueueOptions) =>
             trackRunning(-1)
             inFlight--
             inFlightByType.set(job.type, (inFlightByType.get(job.type) ?? 1) - 1)
-            wake()
+            if (!claimedAllDue) wake()
             if (shuttingDown && running.size === 0) Deferred.unsafeDone(drained, Exit.void)
           })
         )
@@ -642,28 +642,34 @@ export const make = (options: JobQueueOptions) =>
       )
     )
 
+    // Whether the last claim took fewer jobs than it asked for: every due job was taken then, so a freed slot has
+    // nothing to claim until something wakes the dispatcher (a submit, a due retry, another node, the poll). Without
+    // it, a node claimed about twice per job (an empty claim after each claim and each finished job): a round trip
+    // each, in the way of the next real claim.
+    let claimedAllDue = false
+
     // Claims due jobs for the free slots: in one batch, or one at a time when a type has a limit (so the limit holds
-    // and priority order stays global).
-    const claimFree: Effect.Effect<number> = Effect.suspend(() => {
+    // and priority order stays global). Succeeds with whether the claim took all it asked for (more may be due).
+    const claimFree: Effect.Effect<boolean> = Effect.suspend(() => {
       const free = options.maxConcurrent - inFlight
-      if (free <= 0 || shuttingDown) return Effect.succeed(0)
+      if (free <= 0 || shuttingDown) return Effect.succeed(false)
       const types = handlers.types().filter((type) => (inFlightByType.get(type) ?? 0) < limitOf(type))
-      if (types.length === 0) return Effect.succeed(0)
+      if (types.length === 0) return Effect.succeed(false)
       const limited = types.some((type) => limitOf(type) !== Number.POSITIVE_INFINITY)
       const at = now()
       const leaseUntil = new Date(at.getTime() + options.leaseMs)
-      return Effect.map(
-        store.claim({ limit: limited ? 1 : free, now: at, owner, leaseUntil, types }),
-        (jobs) => {
-          for (const job of jobs) {
-            inFlight++
-            inFlightByType.set(job.type, (inFlightByType.get(job.type) ?? 0) + 1)
-            publish("started", job)
-            claimed.unsafeOffer(job)
-          }
-          return jobs.length
+      const limit = limited ? 1 : free
+      return Effect.map(store.claim({ limit, now: at, owner, leaseUntil, types }), (jobs) => {
+        for (const job of jobs) {
+          inFlight++
+          inFlightByType.set(job.type, (inFlightByType.get(job.type) ?? 0) + 1)
+          publish("started", job)
+          claimed.unsafeOffer(job)
         }
-      )
+        // With a type limit, a freed slot of another type may make a job claimable: wake for every freed slot.
+        claimedAllDue = !limited && jobs.length < limit
+        return jobs.length === limit
+      })
     })
 
     // A claim the database has made must reach `claimed`: it runs uninterruptibly, holding `claiming`, which shutdown
@@ -674,8 +680,8 @@ export const make = (options: JobQueueOptions) =>
     // Waits for a reason to claim (a local submit, a freed slot, a due retry) or the poll interval, which also picks
     // up work submitted by other nodes.
     const dispatcher: Effect.Effect<never> = Effect.forever(
-      Effect.flatMap(resilient("dispatcher", claimHeld), (claimedNow) =>
-        typeof claimedNow === "number" && claimedNow > 0
+      Effect.flatMap(resilient("dispatcher", claimHeld), (full) =>
+        full === true
           ? Effect.void
           : Effect.raceFirst(
               Queue.take(wakeDispatcher),
