@@ -217,6 +217,24 @@ export const make = (options: JobQueueOptions) =>
     const signals = store.signals
     let relay: Array<string> = []
     let wakeOthers = false
+    // The other nodes on the store's channel (by owner), with when each was last heard from: events and wake-ups are
+    // relayed only while there are some. Alone on a store, a node sent a NOTIFY (a commit of its own) about every
+    // 5 ms under load for nobody: about one per job when jobs are submitted one by one. Nodes announce themselves
+    // ("h:") every `announceMs`; a node that starts asks ("H:", until it hears its own, so that it is listening) and
+    // every node answers at once.
+    const peers = new Map<string, number>()
+    const announceMs = 2_000
+    const peerTtlMs = 5 * announceMs
+    let listening = false
+    const hasPeers = (): boolean => {
+      if (peers.size === 0) return false
+      const at = clock.unsafeCurrentTimeMillis()
+      for (const [peer, seen] of peers) if (at - seen > peerTtlMs) peers.delete(peer)
+      return peers.size > 0
+    }
+    const heardFrom = (peer: string): void => {
+      if (peer !== owner) peers.set(peer, clock.unsafeCurrentTimeMillis())
+    }
 
     const publishLocal = (kind: JobEventKind, job: Job): void => {
       if (subscribers === 0) return
@@ -914,6 +932,13 @@ export const make = (options: JobQueueOptions) =>
     // events of the tick, the latest progress of each job only), each under PostgreSQL's 8000-byte NOTIFY limit.
     const flushSignals = (channel: NonNullable<typeof signals>): Effect.Effect<void> =>
       Effect.suspend(() => {
+        if (!hasPeers()) {
+          // A cancellation is relayed even so (it is rare): the node running the job must stop at once, even one this
+          // node has not heard from yet.
+          relay = relay.filter((entry) => entry.startsWith("cancelled|"))
+          wakeOthers = false
+          if (relay.length === 0) return Effect.void
+        }
         const messages: Array<string> = []
         if (wakeOthers) messages.push(`w:${owner}`)
         wakeOthers = false
@@ -946,13 +971,24 @@ export const make = (options: JobQueueOptions) =>
     // What the other nodes say: wake up for their new work; relay their job events to this node's subscribers and
     // waiters; a job cancelled elsewhere that runs here stops at once (the heartbeat would catch it within a second).
     const onSignal = (message: string): Effect.Effect<void> => {
+      if (message.startsWith("H:") || message.startsWith("h:")) {
+        const peer = message.slice(2)
+        if (peer === owner) {
+          if (message.startsWith("H:")) listening = true
+          return Effect.void
+        }
+        heardFrom(peer)
+        return message.startsWith("H:") && signals !== undefined ? signals.send(`h:${owner}`) : Effect.void
+      }
       if (message.startsWith("w:")) {
+        heardFrom(message.slice(2))
         if (message.slice(2) !== owner) wake()
         return Effect.void
       }
       if (!message.startsWith("e:")) return Effect.void
       const rest = message.slice(2)
       const at = rest.indexOf(":")
+      if (at >= 0) heardFrom(rest.slice(0, at))
       if (at < 0 || rest.slice(0, at) === owner) return Effect.void
       const entries = rest
         .slice(at + 1)
@@ -1010,6 +1046,17 @@ export const make = (options: JobQueueOptions) =>
                 Effect.repeat(
                   resilient("signal sender", flushSignals(signals)),
                   Schedule.spaced(Duration.millis(5))
+                ),
+                // Asks every 50 ms until this node hears its own ask (it is listening then, and will hear the
+                // answers), then announces itself every `announceMs`.
+                Effect.forever(
+                  Effect.zipRight(
+                    resilient(
+                      "signal announcer",
+                      Effect.suspend(() => signals.send(`${listening ? "h" : "H"}:${owner}`))
+                    ),
+                    Effect.suspend(() => Effect.sleep(Duration.millis(listening ? announceMs : 50)))
+                  )
                 )
               ]
             : []),

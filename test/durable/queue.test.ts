@@ -637,6 +637,36 @@ const suite = (backend: Backend): void => {
       )
     }
 
+    it.scopedLive("a subscriber on node B sees the events of jobs that run on node A (A's signals)", () =>
+      Effect.gen(function* () {
+        const location = yield* backend.fresh
+        const runs: Array<Run> = []
+        const a = yield* buildQueue(backend.store(location), [recorder("rec", runs)])
+        // B registers no handler, so it claims nothing: every job runs on A.
+        const b = yield* buildQueue(backend.store(location), [])
+        const seen = yield* Deferred.make<JobEvent>()
+        const submitted = new Set<string>()
+        yield* Effect.forkScoped(
+          Stream.runForEach(b.events(), (event) =>
+            event.kind === "completed" && submitted.has(event.job.id)
+              ? Deferred.succeed(seen, event)
+              : Effect.void
+          )
+        )
+        // A relays to the nodes it has heard from: B is known a moment after it starts, so jobs are submitted until
+        // one's completion reaches B's subscriber.
+        const event = yield* Effect.gen(function* () {
+          const job = yield* a.submit("rec")
+          submitted.add(job.id)
+          yield* awaitAll(a, [job.id])
+          return yield* Deferred.await(seen).pipe(Effect.timeout("200 millis"))
+        }).pipe(Effect.retry({ times: 50 }), within(30_000, "B's subscriber to see a job of A complete"))
+        expect(event.kind).toBe("completed")
+        expect(event.job.status).toBe("completed")
+        expect(runs.map((run) => run.id)).toContain(event.job.id)
+      })
+    )
+
     it.scopedLive(
       "nodes starting together on an empty database all start (their migrations take turns), and share the work",
       () =>
