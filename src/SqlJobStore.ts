@@ -58,6 +58,48 @@ export const migrationsTable = "effect_job_queue_migrations"
 
 const statusCheck = `CHECK (status IN (${JobStatuses.map((status) => `'${status}'`).join(", ")}))`
 
+const insertColumns =
+  "id, type, status, stage, progress, message, metadata, result, error, last_error, priority, attempts, " +
+  "max_attempts, timeout_ms, idempotency_key, run_at, created_at, started_at, finished_at, updated_at"
+
+/**
+ * PostgreSQL's insert, as a function so that it takes one round trip (and one commit): it takes the insert lock,
+ * inserts the rows (given as JSON, `metadata` and `result` as JSON text), skips those whose idempotency key is held,
+ * and, when it stored pending jobs, counts pending jobs (a statement of its own, so its snapshot, taken after the
+ * lock, sees every insert committed before) and fails with SQLSTATE JQ001 above `max_pending`. It returns the ids
+ * stored. Through `withTransaction`, with the lock and the count apart, an insert took five round trips.
+ */
+const insertFunction = `CREATE FUNCTION effect_job_queue_insert(new_jobs jsonb, max_pending bigint)
+RETURNS SETOF uuid LANGUAGE plpgsql AS $fn$
+DECLARE
+  stored uuid[];
+  added bigint;
+  counted bigint;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtext('effect-job-queue'), hashtext(current_schema()));
+  WITH inserted AS (
+    INSERT INTO jobs (${insertColumns})
+    SELECT r.id, r.type, r.status, r.stage, r.progress, r.message, r.metadata::jsonb, r.result::jsonb, r.error,
+      r.last_error, r.priority, r.attempts, r.max_attempts, r.timeout_ms, r.idempotency_key, r.run_at, r.created_at,
+      r.started_at, r.finished_at, r.updated_at
+    FROM jsonb_to_recordset(new_jobs) AS r (id uuid, type text, status text, stage text, progress double precision,
+      message text, metadata text, result text, error text, last_error text, priority bigint, attempts bigint,
+      max_attempts bigint, timeout_ms bigint, idempotency_key text, run_at timestamptz, created_at timestamptz,
+      started_at timestamptz, finished_at timestamptz, updated_at timestamptz)
+    ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING jobs.id, jobs.status
+  )
+  SELECT array_agg(inserted.id), count(*) FILTER (WHERE inserted.status = 'pending') INTO stored, added FROM inserted;
+  IF added > 0 THEN
+    SELECT count(*) INTO counted FROM jobs WHERE status = 'pending';
+    IF counted > max_pending THEN
+      RAISE EXCEPTION 'the queue is full' USING ERRCODE = 'JQ001';
+    END IF;
+  END IF;
+  RETURN QUERY SELECT unnest(stored);
+END
+$fn$`
+
 /** The store's migrations, in code: run in order, each once, by {@link migrate}. */
 export const migrations: Migrator.Loader = Migrator.fromRecord({
   "1_create_jobs": Effect.gen(function* () {
@@ -135,6 +177,14 @@ export const migrations: Migrator.Loader = Migrator.fromRecord({
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()
     yield* sql`CREATE INDEX jobs_pending_idx ON jobs (priority DESC, seq) WHERE status = 'pending'`
     yield* sql`DROP INDEX jobs_claim_idx`
+  }),
+  // PostgreSQL: an insert in one round trip (see `insertFunction`).
+  "3_insert_function": Effect.gen(function* () {
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    yield* sql.onDialectOrElse({
+      pg: () => sql.unsafe(insertFunction),
+      orElse: () => Effect.void
+    })
   })
 })
 
@@ -468,67 +518,17 @@ export const make: Effect.Effect<JobStoreService, SqlError | Migrator.MigrationE
 
     type InsertCall = { readonly jobs: ReadonlyArray<Job>; readonly maxPending: number }
 
-    type Exec = (statement: Statement<Row>) => Effect.Effect<ReadonlyArray<Row>, SqlError>
-
-    const insertRows = (jobs: ReadonlyArray<Job>) =>
-      sql`INSERT INTO jobs ${sql.insert(jobs.map(q.encode))}
-        ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
-        RETURNING id`
-
-    // Inserts the jobs of several calls, each call's results apart, in the transaction `exec` runs in. Fails with
-    // `QueueFull` when the pending count ends above any of the calls' limits (one call alone: exactly its own check).
-    // `locked`: the caller took the insert lock before (PostgreSQL), so the last chunk's statement counts pending
-    // jobs too (its snapshot, taken after the lock, sees every insert committed before).
-    const insertWith = (exec: Exec, calls: ReadonlyArray<InsertCall>, locked: boolean) =>
+    // Each call's results, from the ids stored: a job not stored gets the job that holds its idempotency key.
+    const resultsOf = (calls: ReadonlyArray<InsertCall>, created: ReadonlySet<string>) =>
       Effect.gen(function* () {
-        const batch = calls.flatMap((call) => call.jobs)
-        const created = new Set<string>()
-        let pendingBefore: number | undefined
-        let pendingAdded = 0
-        for (let start = 0; start < batch.length; start += insertChunk) {
-          const chunk = batch.slice(start, start + insertChunk)
-          const last = start + insertChunk >= batch.length
-          const rows = yield* exec(
-            locked && last
-              ? sql<Row>`WITH inserted AS (${insertRows(chunk)})
-                  SELECT id::text AS id, NULL::bigint AS pending FROM inserted
-                  UNION ALL SELECT NULL, (SELECT COUNT(*) FROM jobs WHERE status = 'pending')`
-              : insertRows(chunk)
-          )
-          for (const row of rows) {
-            if (row.id === null || row.id === undefined) pendingBefore = Number(row.pending)
-            else created.add(String(row.id).toLowerCase())
-          }
-          // The count does not see the rows its own statement inserted.
-          if (locked && last)
-            for (const job of chunk)
-              if (job.status === "pending" && created.has(job.id.toLowerCase())) pendingAdded++
-        }
-        let limit = Number.POSITIVE_INFINITY
         const keys: Array<string> = []
-        for (const call of calls) {
-          for (const job of call.jobs) {
-            if (created.has(job.id.toLowerCase())) {
-              if (job.status === "pending") limit = Math.min(limit, call.maxPending)
-            } else if (job.idempotencyKey !== null) keys.push(job.idempotencyKey)
-          }
-        }
-        if (limit !== Number.POSITIVE_INFINITY) {
-          let pending = pendingBefore === undefined ? undefined : pendingBefore + pendingAdded
-          if (pending === undefined) {
-            // Concurrent inserts count one after another, so together they cannot pass the limit.
-            if (q.pg && !locked)
-              yield* exec(
-                sql`SELECT pg_advisory_xact_lock(hashtext('effect-job-queue'), hashtext(current_schema()))`
-              )
-            const [row] = yield* exec(q.pendingCount)
-            pending = Number(row?.n)
-          }
-          if (pending > limit) return yield* queueFull(limit)
-        }
+        for (const call of calls)
+          for (const job of call.jobs)
+            if (!created.has(job.id.toLowerCase()) && job.idempotencyKey !== null)
+              keys.push(job.idempotencyKey)
         const holders = new Map<string, Job>()
         if (keys.length > 0) {
-          const rows = yield* exec(sql<Row>`SELECT * FROM jobs WHERE idempotency_key IN ${sql.in(keys)}`)
+          const rows = yield* sql<Row>`SELECT * FROM jobs WHERE idempotency_key IN ${sql.in(keys)}`
           for (const row of rows) holders.set(String(row.idempotency_key), decode(row))
         }
         const results: Array<ReadonlyArray<Inserted>> = []
@@ -548,30 +548,51 @@ export const make: Effect.Effect<JobStoreService, SqlError | Migrator.MigrationE
         return results
       })
 
-    const insertOnce = (calls: ReadonlyArray<InsertCall>) =>
-      q.pg
-        ? // Three round trips: BEGIN with the insert lock (one simple query), the insert with the count, COMMIT.
-          // Through `withTransaction`, with the lock and count apart, it took five, each waited for by the next
-          // insert (the lock is held until the commit).
-          Effect.scoped(
-            Effect.flatMap(sql.reserve, (connection) => {
-              const exec: Exec = (statement) => {
-                const [text, params] = statement.compile()
-                return connection.execute(text, params, undefined) as Effect.Effect<
-                  ReadonlyArray<Row>,
-                  SqlError
-                >
-              }
-              return Effect.zipRight(
-                connection.executeRaw(
-                  "BEGIN; SELECT pg_advisory_xact_lock(hashtext('effect-job-queue'), hashtext(current_schema()))",
-                  []
-                ),
-                Effect.zipLeft(insertWith(exec, calls, true), connection.executeRaw("COMMIT", []))
-              ).pipe(Effect.onError(() => Effect.ignore(connection.executeRaw("ROLLBACK", []))))
-            })
+    // SQLite: the calls' jobs in one transaction (SQLite runs one writer at a time, so the count is exact). Fails
+    // with `QueueFull` when the pending count ends above any of the calls' limits (one call alone: exactly its own).
+    const insertSqlite = (calls: ReadonlyArray<InsertCall>) =>
+      Effect.gen(function* () {
+        const batch = calls.flatMap((call) => call.jobs)
+        const created = new Set<string>()
+        for (let start = 0; start < batch.length; start += insertChunk) {
+          const rows =
+            yield* sql<Row>`INSERT INTO jobs ${sql.insert(batch.slice(start, start + insertChunk).map(q.encode))}
+            ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+            RETURNING id`
+          for (const row of rows) created.add(String(row.id).toLowerCase())
+        }
+        let limit = Number.POSITIVE_INFINITY
+        for (const call of calls)
+          for (const job of call.jobs)
+            if (job.status === "pending" && created.has(job.id.toLowerCase()))
+              limit = Math.min(limit, call.maxPending)
+        if (limit !== Number.POSITIVE_INFINITY) {
+          const [row] = yield* q.pendingCount
+          if (Number(row?.n) > limit) return yield* queueFull(limit)
+        }
+        return yield* resultsOf(calls, created)
+      }).pipe(sql.withTransaction)
+
+    // PostgreSQL: one call of `effect_job_queue_insert` (one round trip, one commit), then the holders of the keys
+    // that were taken, if any. Its limit is the lowest of the calls that insert pending jobs: when that is too
+    // strict for some call, each call runs again alone and gets its exact outcome (see `insertBatched`).
+    const insertPg = (calls: ReadonlyArray<InsertCall>) =>
+      Effect.gen(function* () {
+        let limit = Number.POSITIVE_INFINITY
+        for (const call of calls)
+          if (call.jobs.some((job) => job.status === "pending")) limit = Math.min(limit, call.maxPending)
+        const rows = JSON.stringify(calls.flatMap((call) => call.jobs.map(q.encode)))
+        const stored = yield* sql<Row>`SELECT id FROM effect_job_queue_insert(${rows}::jsonb,
+          ${Number.isFinite(limit) ? Math.floor(limit) : Number.MAX_SAFE_INTEGER}) AS id`.pipe(
+          Effect.catchIf(
+            (error) => (error.cause as { readonly code?: unknown } | undefined)?.code === "JQ001",
+            () => queueFull(limit)
           )
-        : sql.withTransaction(insertWith((statement) => statement, calls, false))
+        )
+        return yield* resultsOf(calls, new Set(stored.map((row) => String(row.id).toLowerCase())))
+      })
+
+    const insertOnce = (calls: ReadonlyArray<InsertCall>) => (q.pg ? insertPg(calls) : insertSqlite(calls))
 
     const insertCalls = (calls: ReadonlyArray<InsertCall>) =>
       run(insertOnce(calls)).pipe(

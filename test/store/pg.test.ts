@@ -117,7 +117,7 @@ if (!reachable && process.env.CI) {
           ] as const
         }).pipe(Effect.provide(reopened))
         expect(found).toEqual(Option.some(job))
-        expect(migrations.map((row) => row.migration_id)).toEqual([1, 2])
+        expect(migrations.map((row) => row.migration_id)).toEqual([1, 2, 3])
       }).pipe(Effect.scoped, Effect.provide(admin))
     )
 

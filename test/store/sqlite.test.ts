@@ -78,7 +78,7 @@ describe("SQL adapter on SQLite", () => {
         ] as const
       }).pipe(Effect.provide(reopened))
       expect(found).toEqual(Option.some(job))
-      expect(migrations.map((row) => row.migration_id)).toEqual([1, 2])
+      expect(migrations.map((row) => row.migration_id)).toEqual([1, 2, 3])
     }).pipe(Effect.scoped)
   )
 
