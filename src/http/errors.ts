@@ -22,6 +22,8 @@ const errorBody = (
   extra: Record<string, unknown> = {}
 ): Response => HttpServerResponse.unsafeJson({ _tag: tag, message, ...extra }, { status })
 
+const maxBodySize = Option.some(FileSystem.Size(maxBodyBytes))
+
 const tooLarge = () =>
   errorBody(413, "PayloadTooLarge", `The request body is larger than ${maxBodyBytes} bytes`, {
     maxBytes: maxBodyBytes
@@ -105,18 +107,26 @@ export const jsonErrors = <E, R>(app: HttpApp.HttpApp<Response, E, R>) =>
         )
       }
     }
-    // The body is read once and cached by the request, so the router reads the same text afterwards.
-    const checked = hasBody(request)
-      ? Effect.flatMap(request.text, (text) =>
-          nestsDeeperThan(text, maxJsonDepth)
-            ? Effect.succeed(
-                errorBody(400, "MalformedBody", `The request body nests deeper than ${maxJsonDepth} levels`)
-              )
-            : app
+    // The body is read once and cached by the request, so the router reads the same text afterwards. The size
+    // limit is provided only where there is a body to read (each `provideService` costs a context copy).
+    const checked: Effect.Effect<
+      Response,
+      E | HttpServerError.RequestError,
+      R | HttpServerRequest.HttpServerRequest
+    > = hasBody(request)
+      ? Effect.provideService(
+          Effect.flatMap(request.text, (text) =>
+            nestsDeeperThan(text, maxJsonDepth)
+              ? Effect.succeed(
+                  errorBody(400, "MalformedBody", `The request body nests deeper than ${maxJsonDepth} levels`)
+                )
+              : app
+          ),
+          HttpIncomingMessage.MaxBodySize,
+          maxBodySize
         )
       : app
     return checked.pipe(
-      Effect.provideService(HttpIncomingMessage.MaxBodySize, Option.some(FileSystem.Size(maxBodyBytes))),
       Effect.catchAllCause((cause) => fromCause(request, cause)),
       Effect.map(withJsonBody)
     )

