@@ -9,6 +9,7 @@ import { benchDir, buildChild, rootDir, snapshotDir, snapshotDist, sourceState }
 import { loadAverage, machineInfo } from "./lib/machine.js"
 import {
   fullSettings,
+  laneOf,
   type Measurement,
   makePlan,
   quickSettings,
@@ -284,24 +285,29 @@ const main = async (): Promise<number> => {
   for (let round = 0; round < settings.rounds; round++) {
     run.loadPerRound.push(loadAverage()[0])
     const order = roundOrder(plan, round)
-    for (const [i, m] of order.entries()) {
-      const prefix = `[round ${round + 1}/${settings.rounds}, ${i + 1}/${order.length}] ${m.workload} · ${m.config} · ${m.contender}`
-      const t0 = performance.now()
-      try {
-        const metrics = await take(childJs, m)
-        run.values[m.key]![round] = metrics
-        const shown = m.metrics.map(
-          (metric) => `${metric.label} ${fmt(metrics[metric.key] ?? Number.NaN, metric.digits)}`
-        )
-        log(`${prefix}: ${shown.join(", ")} (${((performance.now() - t0) / 1000).toFixed(1)} s)`)
-      } catch (error) {
-        run.values[m.key]![round] = null
-        const message = error instanceof Error ? error.message : String(error)
-        run.failures.push({ key: m.key, round: round + 1, error: message })
-        log(`${prefix}: FAILED\n${message}`)
+    const lanes = settings.lanes ?? 1
+    const runLane = async (lane: number) => {
+      for (const [i, m] of order.entries()) {
+        if (lanes > 1 && laneOf(m) % lanes !== lane) continue
+        const prefix = `[round ${round + 1}/${settings.rounds}, ${i + 1}/${order.length}] ${m.workload} · ${m.config} · ${m.contender}`
+        const t0 = performance.now()
+        try {
+          const metrics = await take(childJs, m)
+          run.values[m.key]![round] = metrics
+          const shown = m.metrics.map(
+            (metric) => `${metric.label} ${fmt(metrics[metric.key] ?? Number.NaN, metric.digits)}`
+          )
+          log(`${prefix}: ${shown.join(", ")} (${((performance.now() - t0) / 1000).toFixed(1)} s)`)
+        } catch (error) {
+          run.values[m.key]![round] = null
+          const message = error instanceof Error ? error.message : String(error)
+          run.failures.push({ key: m.key, round: round + 1, error: message })
+          log(`${prefix}: FAILED\n${message}`)
+        }
+        save()
       }
-      save()
     }
+    await Promise.all(Array.from({ length: lanes }, (_, lane) => runLane(lane)))
   }
   run.finishedAt = new Date().toISOString()
   run.loadEnd = loadAverage()
@@ -324,6 +330,9 @@ const main = async (): Promise<number> => {
     log("Wrote BENCHMARKS.md")
   }
   if (run.failures.length > 0) log(`${run.failures.length} measurement(s) failed`)
+  log(
+    `${quick ? "Quick" : "Full"} run done in ${(performance.now() / 1000).toFixed(1)} s (wall time of the runner)`
+  )
   return run.failures.length > 0 ? 1 : 0
 }
 

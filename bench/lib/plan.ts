@@ -40,6 +40,11 @@ export interface Measurement {
 /** The sizes of a run: the full run's (the issue's) or `--quick`'s. */
 export interface Settings {
   readonly rounds: number
+  /**
+   * How many measurements run at once (1 when absent, as in a full run). `--quick` runs four lanes that share
+   * nothing ({@link laneOf}): its figures are not worth comparing anyway.
+   */
+  readonly lanes?: number | undefined
   readonly w1Jobs: number
   readonly w1Warmup: number
   readonly latencyJobs: number
@@ -79,21 +84,26 @@ export const fullSettings: Settings = {
   childTimeoutMs: 1_500_000
 }
 
-/** `--quick`: one round of small runs, to check that every measurement works (CI), not to measure. */
+/**
+ * `--quick`: one round of small runs, to check that every measurement works (CI), not to measure. It must finish
+ * within a minute on a loaded 2-core machine: most of its time is the fresh process of each of its 36 measurements
+ * (and the servers of W5), so the sizes are the smallest that still run every code path.
+ */
 export const quickSettings: Settings = {
   rounds: 1,
-  w1Jobs: 5000,
-  w1Warmup: 500,
-  latencyJobs: 200,
-  latencyWarmup: 20,
-  w3Jobs: 5000,
-  w3Warmup: 500,
-  w4Jobs: 200,
-  w4Warmup: 10,
+  lanes: 4,
+  w1Jobs: 1000,
+  w1Warmup: 100,
+  latencyJobs: 50,
+  latencyWarmup: 10,
+  w3Jobs: 1000,
+  w3Warmup: 100,
+  w4Jobs: 50,
+  w4Warmup: 5,
   w4Concurrency: [64],
-  w4LatencyJobs: 100,
-  bulkChunk: 100,
-  httpSeconds: 1,
+  w4LatencyJobs: 20,
+  bulkChunk: 25,
+  httpSeconds: 0.3,
   httpWarmupSeconds: 0,
   httpConnections: 50,
   startupVia: ["node"],
@@ -141,6 +151,17 @@ const httpNames: Readonly<Record<string, string>> = {
   "node:http": "node:http (floor)",
   express: "Express 5",
   fastify: "Fastify 5"
+}
+
+/**
+ * The lane a measurement runs in when a run has several (`--quick`): the memory queues and the start-up; our
+ * PostgreSQL store and BullMQ; our SQLite store and pg-boss; the HTTP servers. No two measurements running at once
+ * share a database, a server or a port (our PostgreSQL store and pg-boss each have their own database).
+ */
+export const laneOf = (m: Measurement): number => {
+  if (m.runner.kind === "http") return 3
+  if (!m.workload.startsWith("W4")) return 0
+  return m.contender.includes("PostgreSQL") === m.ours ? 1 : 2
 }
 
 /** Every measurement of a run, in report order. */
