@@ -331,7 +331,7 @@ const main = async (): Promise<number> => {
   }
   if (run.failures.length > 0) log(`${run.failures.length} measurement(s) failed`)
   log(
-    `${quick ? "Quick" : "Full"} run done in ${(performance.now() / 1000).toFixed(1)} s (wall time of the runner)`
+    `${quick ? "Quick run" : "Run"} done in ${(performance.now() / 1000).toFixed(1)} s (wall time of the runner)`
   )
   return run.failures.length > 0 ? 1 : 0
 }
