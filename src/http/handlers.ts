@@ -135,14 +135,13 @@ export const jobsShortcut =
   ): HttpApp.HttpApp<HttpServerResponse.HttpServerResponse, E, R> =>
     Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => {
       const url = request.url
+      // The queue is asked in an interruptible region, as a route's handler is; `app` runs outside it, as it would
+      // have without the shortcut.
       if (request.method === "GET" && url.startsWith(jobsPrefix)) {
         const id = url.slice(jobsPrefix.length)
         if (!isJobId(id)) return app
-        return Effect.interruptible(
-          Effect.matchEffect(queue.get(id), {
-            onFailure: () => app,
-            onSuccess: (job) => Effect.succeed(jobResponse(job, 200))
-          })
+        return Effect.flatMap(Effect.interruptible(Effect.either(queue.get(id))), (found) =>
+          found._tag === "Right" ? Effect.succeed(jobResponse(found.right, 200)) : app
         )
       }
       if (request.method === "POST" && url === "/jobs") {
@@ -152,13 +151,14 @@ export const jobsShortcut =
           if (!json.ok) return app
           const payload = decodePayload(json.value)
           if (payload._tag === "Left") return app
-          return Effect.interruptible(
-            Effect.matchEffect(queue.offer(toRequest(payload.right)), {
-              onFailure: (error) =>
-                error._tag === "QueueFull" ? Effect.succeed(queueFullResponse(error)) : app,
-              onSuccess: ({ created, job }) => Effect.succeed(jobResponse(job, created ? 201 : 200))
-            })
-          )
+          const offer = Effect.either(queue.offer(toRequest(payload.right)))
+          return Effect.flatMap(Effect.interruptible(offer), (offered) => {
+            if (offered._tag === "Right") {
+              const { created, job } = offered.right
+              return Effect.succeed(jobResponse(job, created ? 201 : 200))
+            }
+            return offered.left._tag === "QueueFull" ? Effect.succeed(queueFullResponse(offered.left)) : app
+          })
         })
       }
       return app
