@@ -229,7 +229,7 @@ const main = async (): Promise<number> => {
   log("Compiling src/ to dist/ when stale, and copying it to bench/out/dist/ for this run (untimed)…")
   snapshotDist()
   const source = sourceState()
-  const childJs = await buildChild()
+  const childJs = await buildChild({ bundleEffect: quick })
 
   let pgUp = await reachable(services.pgServer, 5432)
   const redisUp = await reachable(services.redisUrl, 6379)

@@ -57,14 +57,23 @@ export const sourceState = (): { readonly commit: string; readonly changedFiles:
   }
 }
 
+// The packages bundled into the children by `--quick`: effect and @effect/* with their own dependencies (ESM).
+const effectPackages = /^(effect|@effect\/|find-my-way-ts|fast-check|pure-rand|multipasta|@standard-schema\/)/
+
 /**
  * Bundles the measurement child (`child.ts`) to `out/child.js`, so that children run plain JavaScript with no loader
  * hooks: packages stay external (resolved from `bench/node_modules`, then the root's), and so does our package,
  * imported from the run's copy of `dist/` by its absolute path. Dynamic imports stay dynamic (code splitting), so each child loads only
  * the libraries of its own measurement.
+ *
+ * With `bundleEffect` (`--quick`), the run's copy of `dist/`, effect and @effect/* are bundled in as well: loading
+ * them as some 800 separate modules was most of the CPU time of a quick run (about a second per child that uses
+ * them, more on a loaded machine), and a quick run measures nothing anyway. The database drivers and the peers stay
+ * external.
  */
-export const buildChild = async (): Promise<string> => {
+export const buildChild = async (options: { readonly bundleEffect?: boolean } = {}): Promise<string> => {
   const outdir = join(benchDir, "out")
+  const bundleEffect = options.bundleEffect === true
   await build({
     entryPoints: [join(benchDir, "child.ts")],
     outdir,
@@ -73,16 +82,29 @@ export const buildChild = async (): Promise<string> => {
     format: "esm",
     platform: "node",
     target: "node20",
-    packages: "external",
     logLevel: "warning",
+    ...(bundleEffect
+      ? {
+          // Bundled CommonJS code calls `require` for Node's modules.
+          banner: {
+            js: 'import { createRequire as __createRequire } from "node:module"; const require = __createRequire(import.meta.url);'
+          }
+        }
+      : { packages: "external" as const }),
     plugins: [
       {
         name: "dist-external",
         setup: (builder) => {
-          builder.onResolve({ filter: /\/dist\// }, (args) => ({
-            path: resolve(args.resolveDir, args.path).replace(join(rootDir, "dist"), snapshotDir),
-            external: true
-          }))
+          builder.onResolve({ filter: /\/dist\// }, (args) => {
+            const path = resolve(args.resolveDir, args.path).replace(join(rootDir, "dist"), snapshotDir)
+            return bundleEffect && path.startsWith(snapshotDir) ? { path } : { path, external: true }
+          })
+          if (bundleEffect)
+            builder.onResolve({ filter: /^[^./]/ }, (args) =>
+              effectPackages.test(args.path) || args.path.startsWith("node:")
+                ? undefined
+                : { path: args.path, external: true }
+            )
         }
       }
     ]

@@ -14,7 +14,7 @@ export type Runner =
   | { readonly kind: "child"; readonly spec: Spec; readonly reset?: "postgres" | "pg-boss" | "redis" }
   | {
       readonly kind: "http"
-      readonly server: "ours" | "node:http" | "express" | "fastify"
+      readonly server: "ours" | "node:http" | "effect" | "express" | "fastify"
       readonly route: "get" | "post"
     }
   | { readonly kind: "startup"; readonly via: "node" | "npm" }
@@ -41,7 +41,7 @@ export interface Measurement {
 export interface Settings {
   readonly rounds: number
   /**
-   * How many measurements run at once (1 when absent, as in a full run). `--quick` runs four lanes that share
+   * How many measurements run at once (1 when absent, as in a full run). `--quick` runs five lanes that share
    * nothing ({@link laneOf}): its figures are not worth comparing anyway.
    */
   readonly lanes?: number | undefined
@@ -91,7 +91,7 @@ export const fullSettings: Settings = {
  */
 export const quickSettings: Settings = {
   rounds: 1,
-  lanes: 4,
+  lanes: 5,
   w1Jobs: 1000,
   w1Warmup: 100,
   latencyJobs: 50,
@@ -149,17 +149,19 @@ const durableReset: Readonly<Record<string, "postgres" | "pg-boss" | "redis" | u
 const httpNames: Readonly<Record<string, string>> = {
   ours: "JobQueue server (dist/main.js)",
   "node:http": "node:http (floor)",
+  effect: "bare @effect/platform (its floor)",
   express: "Express 5",
   fastify: "Fastify 5"
 }
 
 /**
  * The lane a measurement runs in when a run has several (`--quick`): the memory queues and the start-up; our
- * PostgreSQL store and BullMQ; our SQLite store and pg-boss; the HTTP servers. No two measurements running at once
- * share a database, a server or a port (our PostgreSQL store and pg-boss each have their own database).
+ * PostgreSQL store and BullMQ; our SQLite store and pg-boss; the HTTP servers of `GET`; those of `POST`. No two
+ * measurements running at once share a database, a server or a port (our PostgreSQL store and pg-boss each have
+ * their own database).
  */
 export const laneOf = (m: Measurement): number => {
-  if (m.runner.kind === "http") return 3
+  if (m.runner.kind === "http") return m.runner.route === "get" ? 3 : 4
   if (!m.workload.startsWith("W4")) return 0
   return m.contender.includes("PostgreSQL") === m.ours ? 1 : 2
 }
@@ -256,7 +258,7 @@ export const makePlan = (s: Settings): ReadonlyArray<Measurement> => {
     })
   }
   for (const route of ["get", "post"] as const)
-    for (const server of ["ours", "node:http", "express", "fastify"] as const)
+    for (const server of ["ours", "node:http", "effect", "express", "fastify"] as const)
       plan.push({
         key: `w5/${route}/${server}`,
         workload: "W5 HTTP",

@@ -2,6 +2,11 @@ import { createConnection } from "node:net"
 import { Redis } from "ioredis"
 import pg from "pg"
 
+// The run's id, in the names of its databases and keys: runs from several checkouts may share the servers, and one
+// must not drop another's database mid-measurement. The runner picks it (its pid); its children inherit it.
+process.env.BENCH_RUN_ID ??= String(process.pid)
+const runId = process.env.BENCH_RUN_ID
+
 /** Where the benchmark finds PostgreSQL and Redis (overridable with BENCH_PG_URL and BENCH_REDIS_URL). */
 export const services = {
   /** The server URL without a database: each benchmark database is created and dropped on it. */
@@ -9,12 +14,12 @@ export const services = {
   /** Redis, for BullMQ. */
   redisUrl: process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379",
   /** The database our PostgreSQL store uses. */
-  pgDatabase: "jq_bench",
+  pgDatabase: `jq_bench_${runId}`,
   /** The database pg-boss uses (on the same server). */
-  pgBossDatabase: "jq_bench_pgboss",
+  pgBossDatabase: `jq_bench_pgboss_${runId}`,
   /** The key prefix of BullMQ's queues, removed between measurements. */
-  redisPrefix: "jqbench"
-} as const
+  redisPrefix: `jqbench${runId}`
+}
 
 /** The connection URL of one benchmark database. */
 export const pgUrl = (database: string): string => `${services.pgServer}/${database}`

@@ -1,8 +1,7 @@
+// Each server and the load generator import their own library when used: a child loads only what it runs (with
+// all three at the top, each W5 child spent about a second loading the other two on a loaded machine).
 import { randomUUID } from "node:crypto"
 import { createServer, type ServerResponse } from "node:http"
-import autocannon from "autocannon"
-import express from "express"
-import Fastify from "fastify"
 import type { ChildResult } from "../lib/protocol.js"
 
 /** A job as the peer servers store and answer it: the same fields as ours, dates as ISO strings. */
@@ -89,7 +88,8 @@ const nodeServer = (port: number): Promise<void> => {
 }
 
 /** The same routes in Express 5. */
-const expressServer = (port: number): Promise<void> => {
+const expressServer = async (port: number): Promise<void> => {
+  const { default: express } = await import("express")
   const jobs = new Map<string, PeerJob>()
   const app = express()
   app.use(express.json({ limit: "1mb" }))
@@ -113,6 +113,7 @@ const expressServer = (port: number): Promise<void> => {
 
 /** The same routes in Fastify 5. */
 const fastifyServer = async (port: number): Promise<void> => {
+  const { default: Fastify } = await import("fastify")
   const jobs = new Map<string, PeerJob>()
   const app = Fastify({ logger: false })
   app.get<{ Params: { id: string } }>("/jobs/:id", async (req, reply) => {
@@ -128,9 +129,54 @@ const fastifyServer = async (port: number): Promise<void> => {
   await app.listen({ port, host: "127.0.0.1" })
 }
 
+/**
+ * The same routes on bare `@effect/platform` (the root's): an `HttpRouter` served by `NodeHttpServer`, without the
+ * per-request span (as our server runs without a tracer). Every request runs in a fiber as ours do, so this is the
+ * ceiling of any server built on the platform: the floor under ours, as bare Effect is under our queue in W1.
+ */
+const effectServer = async (port: number): Promise<void> => {
+  const { HttpMiddleware, HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } = await import(
+    "@effect/platform"
+  )
+  const { NodeHttpServer } = await import("@effect/platform-node")
+  const { Effect, Layer, Scope } = await import("effect")
+  const jobs = new Map<string, PeerJob>()
+  const router = HttpRouter.empty.pipe(
+    HttpRouter.get(
+      "/jobs/:id",
+      Effect.map(HttpRouter.params, (params) => {
+        const job = jobs.get(params.id ?? "")
+        return HttpServerResponse.unsafeJson(job ?? notFound, { status: job === undefined ? 404 : 200 })
+      })
+    ),
+    HttpRouter.post(
+      "/jobs",
+      Effect.map(
+        Effect.orElseSucceed(
+          Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) => request.json),
+          () => undefined
+        ),
+        (body) => {
+          const job = newPeerJob(body)
+          if (job === undefined) return HttpServerResponse.unsafeJson(invalid, { status: 400 })
+          jobs.set(job.id as string, job)
+          return HttpServerResponse.unsafeJson(job, { status: 201 })
+        }
+      )
+    )
+  )
+  const layer = HttpServer.serve(router).pipe(
+    HttpMiddleware.withTracerDisabledWhen(() => true),
+    Layer.provide(NodeHttpServer.layer(createServer, { port, host: "127.0.0.1" }))
+  )
+  // Built in a scope that is never closed: the server listens until the process is signalled.
+  await Effect.runPromise(Effect.flatMap(Scope.make(), (scope) => Layer.buildWithScope(layer, scope)))
+}
+
 /** The peer servers, by key. */
 export const peerServers: Readonly<Record<string, (port: number) => Promise<void>>> = {
   "node:http": nodeServer,
+  effect: effectServer,
   express: expressServer,
   fastify: fastifyServer
 }
@@ -150,6 +196,7 @@ export interface LoadParams {
 
 /** Loads one route with autocannon: requests per second (the mean of autocannon's per-second counts). */
 export const runLoad = async (params: LoadParams): Promise<ChildResult> => {
+  const { default: autocannon } = await import("autocannon")
   const options = {
     url: params.url,
     method: params.method,
