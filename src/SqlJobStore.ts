@@ -361,11 +361,22 @@ export const statements = (client: SqlClient.SqlClient) => {
     })
     // The values' columns are named by a CTE (SQLite's subqueries take no column list); `RETURNING jobs.*` on
     // PostgreSQL keeps v's columns (one is named `error` too) out of the rows.
-    return sql<Row>`WITH v (id, moved_at, result, error, run_at) AS (VALUES ${sql.csv(values)})
-      UPDATE jobs SET previous_status = jobs.status, status = ${to}, updated_at = v.moved_at,
-        lease_owner = NULL, lease_until = NULL, ${sql.literal(batchEffects(to))}
-      FROM v WHERE jobs.id = v.id AND jobs.status IN ${sql.in(sources(to))}
-      RETURNING ${sql.literal(pg ? "jobs.*" : "*")}`
+    const set = sql`previous_status = jobs.status, status = ${to}, updated_at = v.moved_at,
+      lease_owner = NULL, lease_until = NULL, ${sql.literal(batchEffects(to))}`
+    return pg
+      ? // The rows are locked in id order first, as the heartbeat locks them: two statements that update several
+        // of the same rows, each in its own order, can deadlock (found after PostgreSQL's 1 s deadlock_timeout).
+        sql<Row>`WITH v (id, moved_at, result, error, run_at) AS (VALUES ${sql.csv(values)}),
+          locked AS MATERIALIZED (
+            SELECT jobs.id FROM jobs JOIN v ON jobs.id = v.id ORDER BY jobs.id FOR NO KEY UPDATE OF jobs
+          )
+          UPDATE jobs SET ${set}
+          FROM v, locked WHERE jobs.id = v.id AND jobs.id = locked.id AND jobs.status IN ${sql.in(sources(to))}
+          RETURNING jobs.*`
+      : sql<Row>`WITH v (id, moved_at, result, error, run_at) AS (VALUES ${sql.csv(values)})
+          UPDATE jobs SET ${set}
+          FROM v WHERE jobs.id = v.id AND jobs.status IN ${sql.in(sources(to))}
+          RETURNING *`
   }
 
   const claim = (options: ClaimOptions): Statement<Row> => {
@@ -790,9 +801,20 @@ export const make: Effect.Effect<JobStoreService, SqlError | Migrator.MigrationE
         ? Effect.succeed([])
         : run(
             Effect.map(
-              sql<Row>`UPDATE jobs SET lease_until = ${time(leaseUntil)}
-                WHERE status = 'running' AND lease_owner = ${owner} AND id IN ${sql.in(ids)}
-                RETURNING id`,
+              sql.onDialectOrElse({
+                // In id order, as batched moves lock them (see `transitionMany`), so the two cannot deadlock.
+                pg: () => sql<Row>`WITH held AS MATERIALIZED (
+                    SELECT id FROM jobs
+                    WHERE status = 'running' AND lease_owner = ${owner} AND id IN ${sql.in(ids)}
+                    ORDER BY id FOR NO KEY UPDATE
+                  )
+                  UPDATE jobs SET lease_until = ${time(leaseUntil)}
+                  FROM held WHERE jobs.id = held.id AND jobs.status = 'running' AND jobs.lease_owner = ${owner}
+                  RETURNING jobs.id`,
+                orElse: () => sql<Row>`UPDATE jobs SET lease_until = ${time(leaseUntil)}
+                  WHERE status = 'running' AND lease_owner = ${owner} AND id IN ${sql.in(ids)}
+                  RETURNING id`
+              }),
               (rows) => {
                 const held = new Set(rows.map((row) => String(row.id).toLowerCase()))
                 return ids.filter((id) => held.has(id.toLowerCase()))
