@@ -303,34 +303,13 @@ export const statements = (client: SqlClient.SqlClient) => {
     updated_at: time(job.updatedAt)
   })
 
-  /** What a move to `to` writes besides the status (the effects of `applyTransition`, as SQL). */
-  const moveEffects = (to: JobStatus, detail: TransitionDetail, now: Date): Fragment => {
-    switch (to) {
-      case "running":
-        return sql`attempts = attempts + 1, started_at = ${time(now)}`
-      case "pending":
-        return sql`stage = 'queued', progress = 0, message = NULL, last_error = ${detail.error ?? null},
-          run_at = ${time(detail.runAt ?? now)}`
-      case "completed":
-        return sql`progress = 100, result = ${JSON.stringify(detail.result ?? null)}, finished_at = ${time(now)}`
-      case "failed":
-        return sql`error = ${detail.error ?? null}, last_error = ${detail.error ?? null}, finished_at = ${time(now)}`
-      case "cancelled":
-        return sql`error = ${detail.error ?? null}, finished_at = ${time(now)}`
-    }
-  }
-
-  // `previous_status = status` is evaluated on the row as it was, so RETURNING tells where the job moved from.
-  const transition = (id: JobId, to: JobStatus, detail: TransitionDetail, now: Date): Statement<Row> =>
-    sql<Row>`UPDATE jobs SET previous_status = status, status = ${to}, updated_at = ${time(now)},
-      lease_owner = NULL, lease_until = NULL, ${moveEffects(to, detail, now)}
-      WHERE id = ${id} AND status IN ${sql.in(sources(to))}
-      RETURNING *`
-
   /** One move of a batch: a job, where to, and what the move records. */
   type Move = { readonly id: JobId; readonly detail: TransitionDetail; readonly now: Date }
 
-  /** What a move to `to` writes besides the status, read from the batch's row `v` of values. */
+  /**
+   * What a move to `to` writes besides the status (the effects of `applyTransition`, as SQL), read from the batch's
+   * row `v` of values.
+   */
   const batchEffects = (to: JobStatus): string => {
     switch (to) {
       case "running":
@@ -347,8 +326,9 @@ export const statements = (client: SqlClient.SqlClient) => {
   }
 
   /**
-   * Moves several jobs (distinct ids) to `to` in one statement, each with its own detail and time: `transition` for
-   * many. RETURNING gives the jobs that moved; the others were refused (or are gone).
+   * Moves several jobs (distinct ids) to `to` in one statement, each with its own detail and time. RETURNING gives
+   * the jobs that moved; the others were refused (or are gone). `previous_status = jobs.status` is evaluated on the
+   * row as it was, so RETURNING tells where each job moved from.
    */
   const transitionMany = (to: JobStatus, moves: ReadonlyArray<Move>): Statement<Row> => {
     const values = moves.map(({ detail, id, now }) => {
@@ -429,7 +409,7 @@ export const statements = (client: SqlClient.SqlClient) => {
 
   const pendingCount: Statement<Row> = sql<Row>`SELECT COUNT(*) AS n FROM jobs WHERE status = 'pending'`
 
-  return { sql, pg, time, decode, encode, transition, transitionMany, claim, list, pendingCount } as const
+  return { sql, pg, time, decode, encode, transitionMany, claim, list, pendingCount } as const
 }
 
 const isTransient = (error: SqlError): boolean => {
