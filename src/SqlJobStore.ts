@@ -437,7 +437,8 @@ const run = <A, E>(effect: Effect.Effect<A, E | SqlError>): Effect.Effect<A, Exc
  * fiber, which takes every call waiting, writes them as one batch, and goes on while more have arrived meanwhile.
  * A lone call is written at once; under load each commit (an fsync) is shared by every call that waited for it.
  * Hand-written: Effect's request batching groups the requests of one fiber's `forEach`, not calls from many fibers.
- * On PostgreSQL this took 10,000 completions at C=64 from one commit each (848 jobs/s) to a few dozen a commit.
+ * Measured on PostgreSQL, 10,000 jobs added in bulk at C=64: a commit per completion, 700 jobs/s; about 64
+ * completions a commit, 4,005 jobs/s (one round each, on a loaded 2-core machine).
  */
 const batching = <I, O>(
   write: (items: ReadonlyArray<I>) => Effect.Effect<ReadonlyArray<O>>
