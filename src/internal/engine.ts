@@ -203,13 +203,13 @@ export const make = (options: JobQueueOptions) =>
 
     // A background step that fails (a store that is down, say) is logged and retried after a pause; it never takes
     // the other background fibers down with it.
-    const resilient = <A>(name: string, step: Effect.Effect<A>): Effect.Effect<A | void> =>
+    const resilient = <A>(name: string, step: Effect.Effect<A>): Effect.Effect<A | undefined> =>
       Effect.catchAllCause(step, (cause) =>
         Cause.isInterruptedOnly(cause)
           ? Effect.failCause(cause)
           : Effect.zipRight(
               Effect.logError(`JobQueue ${name} failed; retrying`, cause),
-              Effect.sleep(Duration.millis(options.pollIntervalMs))
+              Effect.as(Effect.sleep(Duration.millis(options.pollIntervalMs)), undefined)
             )
       )
 
