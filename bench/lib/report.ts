@@ -305,8 +305,11 @@ const method = (run: RunRecord): string => {
   ].join("\n")
 }
 
-/** BENCHMARKS.md. */
-export const markdownReport = (run: RunRecord): string => {
+/**
+ * BENCHMARKS.md. `analysis`, when given (bench/ANALYSIS.md: why each missed target is missed, written by hand from
+ * the profiles), is appended as it is.
+ */
+export const markdownReport = (run: RunRecord, analysis?: string): string => {
   const m = run.machine
   const out: Array<string> = []
   out.push("# Benchmarks", "")
@@ -496,5 +499,6 @@ export const markdownReport = (run: RunRecord): string => {
     }
   }
   if (run.notes.length > 0) out.push("## Notes from the run", "", ...run.notes.map((n) => `- ${n}`), "")
+  if (analysis !== undefined) out.push(analysis.trimEnd(), "")
   return out.join("\n")
 }
