@@ -25,6 +25,7 @@ import {
   Layer,
   Option,
   Redacted,
+  Runtime,
   Stream
 } from "effect"
 import type { QueueFull } from "./domain/errors.js"
@@ -286,11 +287,11 @@ export const statements = (client: SqlClient.SqlClient) => {
     status: job.status,
     stage: job.stage,
     progress: job.progress,
-    message: job.message,
+    message: storableText(job.message),
     metadata: JSON.stringify(job.metadata),
-    result: JSON.stringify(job.result),
-    error: job.error,
-    last_error: job.lastError,
+    result: storableJson(job.result),
+    error: storableText(job.error),
+    last_error: storableText(job.lastError),
     priority: job.priority,
     attempts: job.attempts,
     max_attempts: job.maxAttempts,
@@ -332,12 +333,12 @@ export const statements = (client: SqlClient.SqlClient) => {
    */
   const transitionMany = (to: JobStatus, moves: ReadonlyArray<Move>): Statement<Row> => {
     const values = moves.map(({ detail, id, now }) => {
-      const result = JSON.stringify(detail.result ?? null)
+      const result = storableJson(detail.result ?? null)
       const runAt = time(detail.runAt ?? now)
       return pg
-        ? sql`(${id}::uuid, ${time(now)}::timestamptz, ${result}::jsonb, ${detail.error ?? null}::text,
+        ? sql`(${id}::uuid, ${time(now)}::timestamptz, ${result}::jsonb, ${storableText(detail.error ?? null)}::text,
             ${runAt}::timestamptz)`
-        : sql`(${id}, ${time(now)}, ${result}, ${detail.error ?? null}, ${runAt})`
+        : sql`(${id}, ${time(now)}, ${result}, ${storableText(detail.error ?? null)}, ${runAt})`
     })
     // The values' columns are named by a CTE (SQLite's subqueries take no column list); `RETURNING jobs.*` on
     // PostgreSQL keeps v's columns (one is named `error` too) out of the rows.
@@ -432,6 +433,23 @@ const run = <A, E>(effect: Effect.Effect<A, E | SqlError>): Effect.Effect<A, Exc
     )
   ) as Effect.Effect<A, Exclude<E, SqlError>>
 
+// PostgreSQL refuses U+0000 and lone surrogates in text and jsonb. What handlers write (a result, an error, a
+// progress message) is stored with each replaced by U+FFFD, rather than failing the job's write (and leaving it
+// running); job metadata never holds a U+0000 (the queue refuses it at submit).
+// biome-ignore lint/suspicious/noControlCharactersInRegex: U+0000 is what this matches.
+const unstorable = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g
+const escapedUnstorable = /\\u(?:0000|d[89a-f])/i
+const storableText = <S extends string | null | undefined>(text: S): S =>
+  (typeof text === "string" ? text.replace(unstorable, "\ufffd") : text) as S
+const storableJson = (value: unknown): string => {
+  const text = JSON.stringify(value)
+  return escapedUnstorable.test(text)
+    ? JSON.stringify(value, (_key, inner: unknown) =>
+        typeof inner === "string" ? storableText(inner) : inner
+      )
+    : text
+}
+
 /**
  * Runs the calls that arrive while a write is in flight together, as the next write: the first call starts a writer
  * fiber, which takes every call waiting, writes them as one batch, and goes on while more have arrived meanwhile.
@@ -439,8 +457,13 @@ const run = <A, E>(effect: Effect.Effect<A, E | SqlError>): Effect.Effect<A, Exc
  * Hand-written: Effect's request batching groups the requests of one fiber's `forEach`, not calls from many fibers.
  * Measured on PostgreSQL, 10,000 jobs added in bulk at C=64: a commit per completion, 700 jobs/s; about 64
  * completions a commit, 4,005 jobs/s (one round each, on a loaded 2-core machine).
+ *
+ * A batch that fails is written again one call at a time, so that a call the database refuses fails alone. The
+ * writer runs in `runtime` (the store's own context), never in a caller's: it must not write other callers' rows in
+ * that caller's transaction. A caller inside a SQL transaction writes alone, in its transaction.
  */
 const batching = <I, O>(
+  runtime: Runtime.Runtime<never>,
   write: (items: ReadonlyArray<I>) => Effect.Effect<ReadonlyArray<O>>
 ): ((item: I) => Effect.Effect<O>) => {
   let waiting: Array<readonly [I, Deferred.Deferred<O>]> = []
@@ -463,25 +486,36 @@ const batching = <I, O>(
       writing = false
       return Effect.void
     }
-    return Effect.flatMap(
+    const writeAll = (calls: ReadonlyArray<readonly [I, Deferred.Deferred<O>]>) =>
       Effect.exit(
-        write(batch.map(([item]) => item)).pipe(
-          Effect.onInterrupt(() => Effect.sync(() => settle(batch, Exit.interrupt(FiberId.none))))
+        write(calls.map(([item]) => item)).pipe(
+          Effect.onInterrupt(() => Effect.sync(() => settle(calls, Exit.interrupt(FiberId.none))))
         )
-      ),
-      (exit) => {
+      )
+    return Effect.flatMap(writeAll(batch), (exit) => {
+      if (Exit.isSuccess(exit) || batch.length === 1 || Exit.isInterrupted(exit)) {
         settle(batch, exit)
         return drain
       }
-    )
+      return Effect.zipRight(
+        Effect.forEach(batch, (call) => Effect.map(writeAll([call]), (alone) => settle([call], alone)), {
+          discard: true
+        }),
+        drain
+      )
+    })
   }).pipe(Effect.onInterrupt(() => Effect.sync(() => (writing = false))))
+  const runFork = Runtime.runFork(runtime)
   return (item) =>
-    Effect.suspend(() => {
+    Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (transaction) => {
+      if (Option.isSome(transaction)) return Effect.map(write([item]), (outputs) => outputs[0]!)
       const deferred = Deferred.unsafeMake<O>(FiberId.none)
       waiting.push([item, deferred])
-      if (writing) return Deferred.await(deferred)
-      writing = true
-      return Effect.zipRight(Effect.forkDaemon(drain), Deferred.await(deferred))
+      if (!writing) {
+        writing = true
+        runFork(drain)
+      }
+      return Deferred.await(deferred)
     })
 }
 
@@ -497,6 +531,8 @@ class HolderVanished {
 export const make: Effect.Effect<JobStoreService, SqlError | Migrator.MigrationError, SqlClient.SqlClient> =
   Effect.gen(function* () {
     const client = yield* SqlClient.SqlClient
+    // The context the batch writers run in (see `batching`).
+    const runtime = yield* Effect.runtime<never>()
     const supported = client.onDialectOrElse({ pg: () => true, sqlite: () => true, orElse: () => false })
     if (!supported) return yield* Effect.dieMessage("SqlJobStore supports SQLite and PostgreSQL only")
     yield* migrate
@@ -598,6 +634,7 @@ export const make: Effect.Effect<JobStoreService, SqlError | Migrator.MigrationE
     // Inserts that arrive together share a transaction (and its commit). Should their jobs together pass a limit,
     // each insert runs again on its own, so each gets exactly the outcome it would have had alone.
     const insertBatched = batching(
+      runtime,
       (
         calls: ReadonlyArray<InsertCall>
       ): Effect.Effect<ReadonlyArray<Either.Either<ReadonlyArray<Inserted>, QueueFull>>> =>
@@ -718,7 +755,7 @@ export const make: Effect.Effect<JobStoreService, SqlError | Migrator.MigrationE
       })
     }
 
-    const moveBatched = batching((moves: ReadonlyArray<Move>) => run(moveMany(moves)))
+    const moveBatched = batching(runtime, (moves: ReadonlyArray<Move>) => run(moveMany(moves)))
 
     // Moves that arrive together (the completions of a claimed batch, say) are written together.
     const transition: JobStoreService["transition"] = (id, to, detail, now) =>
@@ -728,7 +765,7 @@ export const make: Effect.Effect<JobStoreService, SqlError | Migrator.MigrationE
       const set: Array<Fragment> = [sql`updated_at = ${time(now)}`]
       if (patch.stage !== undefined) set.push(sql`stage = ${patch.stage}`)
       if (patch.progress !== undefined) set.push(sql`progress = ${patch.progress}`)
-      if (patch.message !== undefined) set.push(sql`message = ${patch.message}`)
+      if (patch.message !== undefined) set.push(sql`message = ${storableText(patch.message)}`)
       return run(
         Effect.map(
           sql<Row>`UPDATE jobs SET ${sql.csv(set)} WHERE id = ${id} AND status = 'running' RETURNING *`,
@@ -909,10 +946,11 @@ export const layerPg = (
             Effect.gen(function* () {
               const store = yield* make
               const client = yield* PgClient.PgClient
+              const runtime = yield* Effect.runtime<never>()
               // pg_notify, not the client's `notify`: NOTIFY cannot take its payload as a bound parameter. Messages
               // sent together go in one statement: a NOTIFY is a commit of its own (and commits that notify take a
               // lock in turn), so one a message cost a commit each.
-              const send = batching((messages: ReadonlyArray<string>) =>
+              const send = batching(runtime, (messages: ReadonlyArray<string>) =>
                 Effect.as(
                   Effect.orDie(
                     messages.length === 1

@@ -65,17 +65,25 @@ const validateOptions = Schema.validateEither(SubmitOptions, { errors: "first" }
 const stages: ReadonlySet<string> = new Set(JobStages)
 const utf8 = new TextEncoder()
 
-// Whether `value` takes more than `max` bytes as JSON. A UTF-16 unit takes 1 to 3 bytes in UTF-8, so the string's
-// length decides most cases without encoding it. A value JSON cannot represent is left to its schema.
-const jsonLargerThan = (value: unknown, max: number): boolean => {
+// An escaped U+0000 in JSON text (after an even number of backslashes, so not a literal "\\u0000").
+const escapedNul = /(?:^|[^\\])(?:\\\\)*\\u0000/
+
+// What is wrong with metadata as JSON, if anything: more than `max` bytes (a UTF-16 unit takes 1 to 3 bytes in UTF-8,
+// so the string's length decides most cases without encoding it), or a U+0000, which PostgreSQL cannot store (refused
+// on every store, so that a job valid on one store is valid on all). A value JSON cannot represent is left to its
+// schema.
+const metadataProblem = (value: unknown, max: number): string | undefined => {
   let text: string | undefined
   try {
     text = JSON.stringify(value)
   } catch {
-    return false
+    return undefined
   }
-  if (text === undefined || text.length * 3 <= max) return false
-  return text.length > max || utf8.encode(text).length > max
+  if (text === undefined) return undefined
+  if (text.length * 3 > max && (text.length > max || utf8.encode(text).length > max))
+    return `metadata: is larger than ${max} bytes as JSON`
+  if (escapedNul.test(text)) return "metadata: contains the character U+0000 (NUL), which jobs cannot hold"
+  return undefined
 }
 
 // The log annotations of a job's attempt: the worker's own (usually none) with `jobId` and `jobType`, so that every
@@ -333,13 +341,12 @@ export const make = (options: JobQueueOptions) =>
           )
         )
       }
-      if (
-        request.metadata !== undefined &&
-        !isEmptyObject(request.metadata) &&
-        jsonLargerThan(request.metadata, options.maxMetadataBytes)
-      ) {
-        const message = `metadata: is larger than ${options.maxMetadataBytes} bytes as JSON`
-        return Either.left(invalid(index, new InvalidJobInput({ message, field: "metadata" })))
+      const problem =
+        request.metadata === undefined || isEmptyObject(request.metadata)
+          ? undefined
+          : metadataProblem(request.metadata, options.maxMetadataBytes)
+      if (problem !== undefined) {
+        return Either.left(invalid(index, new InvalidJobInput({ message: problem, field: "metadata" })))
       }
       const metadata = handler.validate(request.metadata ?? {})
       if (Either.isLeft(metadata)) return Either.left(invalid(index, metadata.left))

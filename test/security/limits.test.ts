@@ -148,6 +148,27 @@ describe("request limits", () => {
       })
   )
 
+  it.scopedLive(
+    "metadata holding U+0000 (which PostgreSQL cannot store) is InvalidJobInput on every store",
+    () =>
+      Effect.gen(function* () {
+        const server = yield* startLiveServer()
+        const response = yield* sendEffect(server.port, {
+          method: "POST",
+          path: "/jobs",
+          headers: json,
+          body: '{"type":"extraction","metadata":{"note":"a\\u0000b"}}'
+        })
+        expect(response.status).toBe(400)
+        expect(errorOf(response)).toMatchObject({ _tag: "InvalidJobInput", field: "metadata" })
+        expect(errorOf(response).message).toContain("U+0000")
+        // A literal backslash before "u0000" is no NUL.
+        const literal = yield* server.queue.submit("extraction", { note: "a\\u0000b" })
+        expect(literal.status).toBe("pending")
+        expect((yield* server.queue.list({ limit: 500 })).items.map((job) => job.id)).toEqual([literal.id])
+      })
+  )
+
   it.scopedLive("the body (1 MiB) and the page size (500) keep their limits", () =>
     Effect.gen(function* () {
       const server = yield* startLiveServer()

@@ -405,6 +405,37 @@ export const suite = <E>(name: string, layer: Layer.Layer<JobStore, E>): void =>
         expect(yield* store.transition(makeJobId(), "running", {}, at(9))).toEqual({ _tag: "NotFound" })
       }))
 
+    test("what a handler writes may hold U+0000 (stored as U+FFFD where the database cannot hold it), and the moves written with it still land", (store) =>
+      Effect.gen(function* () {
+        const jobs = yield* insertAll(
+          store,
+          Array.from({ length: 6 }, () => makeJob())
+        )
+        for (const job of jobs) yield* started(store, job, at(1))
+        const [withResult, withError, withMessage, ...others] = jobs
+        yield* store.progress(withMessage!.id, { message: "step\u0000one" }, at(2))
+        const outcomes = yield* Effect.all(
+          [
+            store.transition(
+              withResult!.id,
+              "completed",
+              { result: { text: "a\u0000b", half: "x\ud800" } },
+              at(5)
+            ),
+            store.transition(withError!.id, "failed", { error: "bad\u0000byte" }, at(5)),
+            ...others.map((job) => store.transition(job.id, "completed", { result: { ok: true } }, at(5)))
+          ],
+          { concurrency: "unbounded" }
+        )
+        expect(outcomes).toHaveLength(5)
+        for (const outcome of outcomes) expect(outcome._tag).toBe("Moved")
+        const result = (yield* getJob(store, withResult!.id)).result as { text: string }
+        expect(["a\u0000b", "a\ufffdb"]).toContain(result.text)
+        expect(["bad\u0000byte", "bad\ufffdbyte"]).toContain((yield* getJob(store, withError!.id)).error)
+        expect(["step\u0000one", "step\ufffdone"]).toContain((yield* getJob(store, withMessage!.id)).message)
+        for (const job of others) expect((yield* getJob(store, job.id)).status).toBe("completed")
+      }))
+
     test("concurrent transitions each get the outcome of some order of them, one at a time", (store) =>
       Effect.gen(function* () {
         const jobs = yield* insertAll(
