@@ -73,8 +73,16 @@ const bundle = async () => {
     renameSync(temporary, file.path)
     written.add(relative(bundleDir, file.path))
   }
+  // Another `npm start` may be writing its own `.tmp` files here: those are left alone.
   for (const name of readdirSync(bundleDir))
-    if (!written.has(name)) rmSync(join(bundleDir, name), { force: true })
+    if (!written.has(name) && !name.endsWith(".tmp")) rmSync(join(bundleDir, name), { force: true })
+}
+
+// The bundle holds the installed packages too, so an install (which rewrites node_modules/.package-lock.json) makes
+// it stale as well as a new build.
+const installedAt = () => {
+  const lock = join(root, "node_modules", ".package-lock.json")
+  return existsSync(lock) ? statSync(lock).mtimeMs : 0
 }
 
 const bundleIsStale = () =>
@@ -82,15 +90,21 @@ const bundleIsStale = () =>
   statSync(bundled).mtimeMs <
     Math.max(
       newest(dist, new Set([bundleDir, dashboard.outDir])),
-      statSync(fileURLToPath(import.meta.url)).mtimeMs
+      statSync(fileURLToPath(import.meta.url)).mtimeMs,
+      installedAt()
     )
 
+// Any failure to bundle (no esbuild in a production install, a read-only dist/, an optional driver package missing)
+// leaves the server to run from dist/main.js as it is: slower to start, the same server.
 let server = entry
 try {
   if (bundleIsStale()) await bundle()
   server = bundled
 } catch (error) {
-  if (error?.code !== "ERR_MODULE_NOT_FOUND") throw error
+  if (error?.code !== "ERR_MODULE_NOT_FOUND")
+    console.warn(
+      `Starting without the bundle (${error?.message?.split("\n")[0] ?? error}): dist/main.js runs as it is`
+    )
 }
 
 await import(pathToFileURL(server).href)
