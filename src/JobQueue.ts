@@ -1,4 +1,13 @@
-import { type ConfigError, Context, DefaultServices, Effect, Layer, type Stream, Tracer } from "effect"
+import {
+  type ConfigError,
+  Context,
+  DefaultServices,
+  Effect,
+  Layer,
+  type Scope,
+  type Stream,
+  Tracer
+} from "effect"
 import {
   concurrencyByTypeConfig,
   defaultJobQueueOptions,
@@ -80,6 +89,11 @@ export interface JobQueueService {
    * `eventBufferSize` events: a subscriber that falls behind loses its oldest unread events, never slowing the workers.
    */
   readonly events: (filter?: EventFilter) => Stream.Stream<JobEvent>
+  /**
+   * {@link JobQueueService.events}, subscribed when this effect completes (not when the stream is first pulled): every
+   * event published after it returns is in the stream, until the scope closes. For "subscribe, then act" without a gap.
+   */
+  readonly subscribe: (filter?: EventFilter) => Effect.Effect<Stream.Stream<JobEvent>, never, Scope.Scope>
   /**
    * One job's events: first its current state, then each change, ending after its final event (at once for a job
    * that has already finished).

@@ -11,6 +11,7 @@ import {
   Fiber,
   FastCheck as fc,
   Layer,
+  Option,
   Queue,
   Random,
   Schema,
@@ -1200,6 +1201,23 @@ describe("events", () => {
           })
         )
       })
+  )
+
+  it.effect(
+    "subscribe() has subscribed when it returns: what happens next is in its stream, without settling first",
+    () =>
+      withQueue([ok()], {}, (queue) =>
+        Effect.scoped(
+          Effect.gen(function* () {
+            const stream = yield* queue.subscribe({ type: ["ok"] })
+            const job = yield* queue.submit("ok")
+            const first = yield* Stream.runHead(stream)
+            expect(Option.map(first, (event) => [event.kind, event.job.id])).toEqual(
+              Option.some(["submitted", job.id])
+            )
+          })
+        )
+      )
   )
 
   it.effect("events() delivers retrying and failed, and cancelled, in their cases", () =>

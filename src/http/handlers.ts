@@ -77,7 +77,7 @@ export const JobsGroupLive = HttpApiBuilder.group(JobsApi, "jobs", (handlers) =>
       .handle("watch", ({ path }) =>
         Effect.map(queue.get(path.id), () => eventStreamResponse(queue.watch(path.id)))
       )
-      .handle("events", ({ urlParams }) => Effect.succeed(eventStreamResponse(queue.events(urlParams))))
+      .handle("events", ({ urlParams }) => Effect.succeed(eventStreamResponse(queue.subscribe(urlParams))))
   )
 )
 

@@ -1,5 +1,5 @@
 import { HttpServerResponse } from "@effect/platform"
-import { Duration, Schedule, Schema, Stream } from "effect"
+import { Duration, Effect, Schedule, Schema, type Scope, Stream } from "effect"
 import { JobEvent } from "../domain/JobEvent.js"
 
 /** How often an idle event stream sends a comment, so that proxies keep it open. */
@@ -22,15 +22,21 @@ export const formatEvent = (event: JobEvent): string =>
  * ends; a client that disconnects interrupts the stream, which frees its subscription.
  */
 export const eventStreamResponse = <E>(
-  events: Stream.Stream<JobEvent, E>
+  events: Stream.Stream<JobEvent, E> | Effect.Effect<Stream.Stream<JobEvent, E>, never, Scope.Scope>
 ): HttpServerResponse.HttpServerResponse =>
   HttpServerResponse.stream(
-    Stream.concat(
-      Stream.succeed(opening),
-      Stream.merge(
-        Stream.map(events, (event) => encoder.encode(formatEvent(event))),
-        Stream.as(Stream.fromSchedule(Schedule.spaced(heartbeatInterval)), heartbeat),
-        { haltStrategy: "left" }
+    // Given the subscription as an effect, the `: connected` comment goes out only once it is subscribed: a client
+    // that acts on it (submits a job, say) sees that job's events.
+    Stream.unwrapScoped(
+      Effect.map(Effect.isEffect(events) ? events : Effect.succeed(events), (subscribed) =>
+        Stream.concat(
+          Stream.succeed(opening),
+          Stream.merge(
+            Stream.map(subscribed, (event) => encoder.encode(formatEvent(event))),
+            Stream.as(Stream.fromSchedule(Schedule.spaced(heartbeatInterval)), heartbeat),
+            { haltStrategy: "left" }
+          )
+        )
       )
     ),
     {

@@ -837,20 +837,20 @@ export const make = (options: JobQueueOptions) =>
       () => Effect.sync(() => subscribers--)
     )
 
-    const events: JobQueueService["events"] = (filter = {}) => {
+    const subscribeEvents: JobQueueService["subscribe"] = (filter = {}) => {
       const statuses = filter.status && filter.status.length > 0 ? new Set<string>(filter.status) : undefined
       const types = filter.type && filter.type.length > 0 ? new Set<string>(filter.type) : undefined
-      return Stream.unwrapScoped(
-        Effect.map(subscribe, (subscription) =>
-          Stream.filter(
-            Stream.fromQueue(subscription),
-            (event) =>
-              (statuses === undefined || statuses.has(event.job.status)) &&
-              (types === undefined || types.has(event.job.type))
-          )
+      return Effect.map(subscribe, (subscription) =>
+        Stream.filter(
+          Stream.fromQueue(subscription),
+          (event) =>
+            (statuses === undefined || statuses.has(event.job.status)) &&
+            (types === undefined || types.has(event.job.type))
         )
       )
     }
+
+    const events: JobQueueService["events"] = (filter) => Stream.unwrapScoped(subscribeEvents(filter))
 
     const watch: JobQueueService["watch"] = (id) =>
       Stream.unwrapScoped(
@@ -1094,6 +1094,7 @@ export const make = (options: JobQueueOptions) =>
       cancel,
       await: awaitJob,
       events,
+      subscribe: subscribeEvents,
       watch,
       shutdown: shutdownOnce
     }

@@ -175,6 +175,14 @@ const startSseServer = (
     const decorated: JobQueueService = {
       ...queue,
       events: (filter) => counted(openStreams, queue.events(filter)),
+      subscribe: (filter) =>
+        Effect.zipRight(
+          Effect.acquireRelease(
+            SubscriptionRef.update(openStreams, (n) => n + 1),
+            () => SubscriptionRef.update(openStreams, (n) => n - 1)
+          ),
+          queue.subscribe(filter)
+        ),
       watch: (id) => counted(openStreams, queue.watch(id))
     }
     const context = yield* Layer.build(
