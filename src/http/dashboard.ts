@@ -10,6 +10,7 @@ import {
   HttpServerResponse
 } from "@effect/platform"
 import { Effect, type Layer, Option } from "effect"
+import { errorBody } from "./errors.js"
 
 /**
  * Where `npm run build` puts the web dashboard (`scripts/build-dashboard.mjs`): `dist/dashboard/` at the package's
@@ -49,10 +50,7 @@ const routeNotFound = Effect.flatMap(HttpServerRequest.HttpServerRequest, (reque
 
 const notBuilt = Effect.as(
   Effect.logWarning("GET /: the dashboard is not built (npm run build builds it)"),
-  HttpServerResponse.unsafeJson(
-    { _tag: "DashboardNotBuilt", message: "The dashboard is not built: run npm run build" },
-    { status: 404 }
-  )
+  errorBody(404, "DashboardNotBuilt", "The dashboard is not built: run npm run build")
 )
 
 /**

@@ -15,12 +15,16 @@ type Response = HttpServerResponse.HttpServerResponse
 /** The largest request body the server reads: 1 MiB. */
 export const maxBodyBytes = 1024 * 1024
 
-const errorBody = (
+/**
+ * An error answer as every route gives it: a JSON body with `_tag`, `message` and any `extra` fields, with `headers`.
+ */
+export const errorBody = (
   status: number,
   tag: string,
   message: string,
-  extra: Record<string, unknown> = {}
-): Response => HttpServerResponse.unsafeJson({ _tag: tag, message, ...extra }, { status })
+  extra: Record<string, unknown> = {},
+  headers: Record<string, string> = {}
+): Response => HttpServerResponse.unsafeJson({ _tag: tag, message, ...extra }, { status, headers })
 
 const maxBodySize = Option.some(FileSystem.Size(maxBodyBytes))
 

@@ -4,6 +4,7 @@ import type { QueueFull } from "../domain/errors.js"
 import { type Job, JobId } from "../domain/Job.js"
 import { JobQueue, type JobQueueService, type JobRequest } from "../JobQueue.js"
 import { ClientConfig, Health, JobsApi, SubmitJobPayload, SubmittedBatch } from "./Api.js"
+import { errorBody } from "./errors.js"
 import { eventStreamResponse } from "./sse.js"
 
 /**
@@ -50,9 +51,12 @@ const toRequest = ({ type, metadata, ...options }: SubmitJobPayload): JobRequest
 
 // QueueFull is a 503 with a Retry-After header, which a declared error cannot carry: answer it directly.
 const queueFullResponse = (error: QueueFull) =>
-  HttpServerResponse.unsafeJson(
-    { _tag: error._tag, message: error.message, maxPending: error.maxPending },
-    { status: 503, headers: { "retry-after": String(queueFullRetryAfterSeconds) } }
+  errorBody(
+    503,
+    error._tag,
+    error.message,
+    { maxPending: error.maxPending },
+    { "retry-after": String(queueFullRetryAfterSeconds) }
   )
 
 /** The `jobs` group: each endpoint delegates to {@link JobQueue}. */

@@ -6,6 +6,7 @@ import { type HttpApp, HttpServerRequest, HttpServerResponse } from "@effect/pla
 import { type ConfigError, Context, Effect, Layer, Option, Redacted } from "effect"
 import { apiTokenConfig, type HttpLimitsOptions, serverConfig } from "../config.js"
 import { Authorization, Unauthorized } from "./Api.js"
+import { errorBody } from "./errors.js"
 import { pathOf } from "./observability.js"
 
 /** What the server checks of a request's credentials. */
@@ -110,14 +111,6 @@ export const docsContentSecurityPolicy =
   "connect-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'; " +
   "form-action 'self'"
 
-const errorBody = (
-  status: number,
-  tag: string,
-  message: string,
-  headers: Record<string, string> = {}
-): HttpServerResponse.HttpServerResponse =>
-  HttpServerResponse.unsafeJson({ _tag: tag, message }, { status, headers })
-
 const withSecurityHeaders = (
   response: HttpServerResponse.HttpServerResponse,
   path: string
@@ -156,7 +149,13 @@ export const secured =
         !isPublicPath(path) &&
         !access.isAuthorized(request.headers.authorization)
       ) {
-        refused = errorBody(401, unauthorized._tag, unauthorized.message, { "www-authenticate": "Bearer" })
+        refused = errorBody(
+          401,
+          unauthorized._tag,
+          unauthorized.message,
+          {},
+          { "www-authenticate": "Bearer" }
+        )
       }
       if (refused !== undefined) return Effect.succeed(withSecurityHeaders(refused, path))
       return Effect.map(app, (response) => withSecurityHeaders(response, path))

@@ -150,16 +150,15 @@ interface SseServer extends TestServer {
   readonly openStreams: SubscriptionRef.SubscriptionRef<number>
 }
 
-const counted = <A, E>(open: SubscriptionRef.SubscriptionRef<number>, stream: Stream.Stream<A, E>) =>
-  Stream.unwrapScoped(
-    Effect.as(
-      Effect.acquireRelease(
-        SubscriptionRef.update(open, (n) => n + 1),
-        () => SubscriptionRef.update(open, (n) => n - 1)
-      ),
-      stream
-    )
+/** Counts one open stream in `open` for as long as the scope lasts. */
+const opened = (open: SubscriptionRef.SubscriptionRef<number>) =>
+  Effect.acquireRelease(
+    SubscriptionRef.update(open, (n) => n + 1),
+    () => SubscriptionRef.update(open, (n) => n - 1)
   )
+
+const counted = <A, E>(open: SubscriptionRef.SubscriptionRef<number>, stream: Stream.Stream<A, E>) =>
+  Stream.unwrapScoped(Effect.as(opened(open), stream))
 
 /**
  * Like `startServer`, over the same queue layer, but the server's queue counts the event streams it hands out (a
@@ -175,14 +174,7 @@ const startSseServer = (
     const decorated: JobQueueService = {
       ...queue,
       events: (filter) => counted(openStreams, queue.events(filter)),
-      subscribe: (filter) =>
-        Effect.zipRight(
-          Effect.acquireRelease(
-            SubscriptionRef.update(openStreams, (n) => n + 1),
-            () => SubscriptionRef.update(openStreams, (n) => n - 1)
-          ),
-          queue.subscribe(filter)
-        ),
+      subscribe: (filter) => Effect.zipRight(opened(openStreams), queue.subscribe(filter)),
       watch: (id) => counted(openStreams, queue.watch(id))
     }
     const context = yield* Layer.build(
